@@ -1,0 +1,1 @@
+"""The /bridge/* requests of BRIDGE-API.md, one module per area, and the machinery they share."""

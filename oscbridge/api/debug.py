@@ -1,0 +1,45 @@
+"""/bridge/debug/log: the orchestrator's explicit Mission Control debug entries."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from oscbridge.api.endpoint import request
+from oscbridge.api.params import Str, bad_request
+from oscbridge.context import BridgeContext
+from oscbridge.store.writer import now_ts
+
+MESSAGE_TYPES = ("command", "response", "status", "error", "log", "event")
+SEVERITIES = ("debug", "info", "warning", "error")
+MAX_CONTENT = 1_000_000
+
+
+def parse_payload(text: str, name: str = "payload") -> str | None:
+    """Checks that a JSON argument parses (an empty string means none); returns it normalised for jsonb."""
+    if text == "":
+        return None
+    try:
+        value: Any = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise bad_request(f"{name} is not valid JSON: {exc.msg} at character {exc.pos}") from exc
+    return json.dumps(value, ensure_ascii=False)
+
+
+class DebugApi:
+    def __init__(self, ctx: BridgeContext) -> None:
+        self.ctx = ctx
+
+    @request("/bridge/debug/log", Str("sender", max_len=100, min_len=1), Str("receiver", max_len=100),
+             Str("message_type", choices=MESSAGE_TYPES), Str("content", max_len=MAX_CONTENT),
+             Str("payload", max_len=MAX_CONTENT), Str("severity", choices=SEVERITIES))
+    def log(self, sender: str, receiver: str, message_type: str, content: str, payload: str,
+            severity: str) -> tuple[str]:
+        row_id = str(uuid.uuid4())
+        self.ctx.writer.submit("debug_row", {
+            "id": row_id, **self.ctx.ids(), "sender": sender, "receiver": receiver or None,
+            "message_type": message_type, "content": content, "payload": parse_payload(payload),
+            "severity": severity, "ts": now_ts(),
+        })
+        return (row_id,)

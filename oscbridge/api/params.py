@@ -1,0 +1,144 @@
+"""Argument specs for /bridge/* requests: count, type and range checks with messages that name the argument.
+
+BRIDGE-API.md: whole numbers may come as i, h, f or d (a float must be whole); booleans as T/F or i 0/1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+_NO_DEFAULT = object()
+
+
+class BridgeError(Exception):
+    """An error reply: `code` is one of BRIDGE-API.md's codes, `message` says in words what was wrong."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def bad_request(message: str) -> BridgeError:
+    return BridgeError("bad_request", message)
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "string"
+    if value is None:
+        return "nil"
+    return type(value).__name__
+
+
+@dataclass(frozen=True)
+class Param:
+    """Base spec: a named positional argument, optional when it has a default."""
+
+    name: str
+    default: Any = _NO_DEFAULT
+
+    @property
+    def optional(self) -> bool:
+        return self.default is not _NO_DEFAULT
+
+    def convert(self, value: Any) -> Any:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Str(Param):
+    max_len: int = 255
+    min_len: int = 0
+    choices: tuple[str, ...] = ()
+    prefix: str = ""
+
+    def convert(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise bad_request(f"{self.name} must be a string, got {_type_name(value)}")
+        if len(value) > self.max_len:
+            raise bad_request(f"{self.name} is {len(value)} characters long; at most {self.max_len} are allowed")
+        if len(value) < self.min_len:
+            raise bad_request(f"{self.name} must not be empty" if self.min_len == 1 else
+                              f"{self.name} needs at least {self.min_len} characters")
+        if self.choices and value not in self.choices:
+            raise bad_request(f"{self.name} must be one of {', '.join(self.choices)}; got {value!r}")
+        if self.prefix and not value.startswith(self.prefix):
+            raise bad_request(f"{self.name} must start with {self.prefix!r}; got {value[:40]!r}")
+        return value
+
+
+@dataclass(frozen=True)
+class Int(Param):
+    min: int | None = None
+    max: int | None = None
+
+    def convert(self, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad_request(f"{self.name} must be a whole number, got {_type_name(value)}")
+        if isinstance(value, float):
+            if not math.isfinite(value) or value != int(value):
+                raise bad_request(f"{self.name} must be a whole number, got {value!r}")
+            value = int(value)
+        number = int(value)
+        if self.min is not None and number < self.min:
+            raise bad_request(f"{self.name} must be at least {self.min}, got {number}")
+        if self.max is not None and number > self.max:
+            raise bad_request(f"{self.name} must be at most {self.max}, got {number}")
+        return number
+
+
+@dataclass(frozen=True)
+class Float(Param):
+    min: float | None = None
+    max: float | None = None
+
+    def convert(self, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad_request(f"{self.name} must be a number, got {_type_name(value)}")
+        number = float(value)
+        if not math.isfinite(number):
+            raise bad_request(f"{self.name} must be a finite number")
+        if self.min is not None and number < self.min:
+            raise bad_request(f"{self.name} must be at least {self.min}, got {number}")
+        if self.max is not None and number > self.max:
+            raise bad_request(f"{self.name} must be at most {self.max}, got {number}")
+        return number
+
+
+@dataclass(frozen=True)
+class Bool(Param):
+    def convert(self, value: Any) -> bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise bad_request(f"{self.name} must be T/F or 0/1, got {value!r}")
+
+
+PLUGIN_ID_MAX = 50
+
+
+def plugin_id(name: str = "plugin_id") -> Str:
+    """A track id as the plugins accept it: a string starting with 'TR' (case-sensitive)."""
+    return Str(name, max_len=PLUGIN_ID_MAX, min_len=3, prefix="TR")
+
+
+def convert_args(params: tuple[Param, ...], args: list[Any]) -> list[Any]:
+    """Checks the count and converts each argument; fills defaults of missing optional ones."""
+    required = sum(1 for p in params if not p.optional)
+    if len(args) < required or len(args) > len(params):
+        names = ", ".join(p.name + ("?" if p.optional else "") for p in params) or "nothing"
+        expected = str(len(params)) if required == len(params) else f"{required} to {len(params)}"
+        raise bad_request(f"expected {expected} argument(s) after the request id ({names}), got {len(args)}")
+    out = [p.convert(v) for p, v in zip(params, args, strict=False)]
+    out.extend(p.default for p in params[len(args):])
+    return out

@@ -1,0 +1,171 @@
+"""Wires the daemon together and runs it: start, serve, drain and stop, in that order.
+
+Start: bind the sockets first (a second bridge fails at once; datagrams wait in the kernel buffer), then the
+database (embedded or given), the schema and the stored state, then the writer, then read the sockets and log
+`ready`. Stop (SIGTERM/SIGINT): stop reading, finish in-flight requests, write what is queued, close the pool,
+stop the embedded server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+from oscbridge.api.core import CoreApi
+from oscbridge.api.debug import DebugApi
+from oscbridge.api.endpoint import collect
+from oscbridge.api.mapping import MappingApi
+from oscbridge.api.project import ProjectApi
+from oscbridge.config import Settings
+from oscbridge.context import BridgeContext
+from oscbridge.logs import get_logger
+from oscbridge.osc.transport import TcpServer, UdpServer, bind_tcp, bind_udp
+from oscbridge.router import Router
+from oscbridge.state import DEFAULT_PROJECT, ProjectState
+from oscbridge.store.core_ops import CORE_OPS
+from oscbridge.store.db import CONNECTION_ERRORS, Database, fetch_info, redact
+from oscbridge.store.embedded import EmbeddedPostgres
+from oscbridge.store.load import load_projects
+from oscbridge.store.spool import Spool
+from oscbridge.store.writer import Writer
+
+log = get_logger("oscbridge.app")
+
+STARTUP_DB_TIMEOUT = 10.0
+
+
+class Bridge:
+    """One running daemon. `await start()`, then `await stop()`; tests drive it in-process the same way."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.embedded: EmbeddedPostgres | None = None
+        self.db: Database | None = None
+        self.ctx: BridgeContext | None = None
+        self.router: Router | None = None
+        self.udp: UdpServer | None = None
+        self.tcp: TcpServer | None = None
+        self.spool: Spool | None = None
+        self._udp_transport: asyncio.DatagramTransport | None = None
+        self._background: list[asyncio.Task[Any]] = []
+        self._stop_hooks: list[Callable[[], Any]] = []
+        self.stopped = asyncio.Event()
+
+    @property
+    def port(self) -> int:
+        return self.settings.osc_port
+
+    async def start(self) -> None:
+        settings = self.settings
+        udp_sock = bind_udp(settings.host, settings.osc_port, settings.udp_rcvbuf)
+        try:
+            tcp_sock = bind_tcp(settings.host, settings.osc_port)
+        except OSError:
+            udp_sock.close()
+            raise
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+        db_kind = "external" if settings.database_url else "embedded"
+        url = settings.database_url
+        if url is None:
+            self.embedded = EmbeddedPostgres(settings.embedded_pgdata)
+            url = await self.embedded.start_async()
+        self.db = Database(url)
+        state, info = await self._load_state(self.db)
+
+        self.spool = Spool(settings.spool_dir)
+        writer = Writer(self.db, self.spool, CORE_OPS)
+        self.ctx = BridgeContext(settings=settings, state=state, writer=writer, db=self.db)
+        self._resume_project(state)
+        writer.start()
+
+        self.router = Router(collect(*self._apis(self.ctx)), {})
+        self.router.local_addr = (settings.host, settings.osc_port)
+        self.udp = UdpServer(self.router.on_udp)
+        self.router.udp = self.udp
+        loop = asyncio.get_running_loop()
+        udp = self.udp
+        transport, _ = await loop.create_datagram_endpoint(lambda: udp, sock=udp_sock)
+        self._udp_transport = transport
+        self.tcp = TcpServer(self.router.on_tcp)
+        await self.tcp.start(tcp_sock)
+        if not self.db.up:
+            self._background.append(loop.create_task(self._reconnect_loop()))
+        log.info("ready", host=settings.host, port=settings.osc_port, database=db_kind,
+                 database_up=self.db.up, **info)
+
+    def _apis(self, ctx: BridgeContext) -> list[object]:
+        return [CoreApi(ctx), ProjectApi(ctx), MappingApi(ctx), DebugApi(ctx)]
+
+    async def _load_state(self, db: Database) -> tuple[ProjectState, dict[str, Any]]:
+        """Applies the schema and loads projects; with the database unreachable, starts from memory."""
+        try:
+            await asyncio.wait_for(db.connect(), STARTUP_DB_TIMEOUT)
+            async with db.acquire() as conn:
+                info = await fetch_info(conn)
+                state, latest = await load_projects(conn)
+        except CONNECTION_ERRORS as exc:
+            db.mark_down(exc)
+            log.warning("database_unreachable_at_start", url=redact(db.url), error=str(exc)[:300],
+                        hint="serving from memory; acknowledged writes are spooled until it is back")
+            return ProjectState(), {}
+        info["resume"] = latest
+        return state, info
+
+    def _resume_project(self, state: ProjectState) -> None:
+        """Resumes the most recently opened project in a new session, or creates "Default Project"."""
+        assert self.ctx is not None
+        latest = next(iter(state.projects), DEFAULT_PROJECT)  # load order: most recently opened first
+        self.ctx.start_session(latest)
+
+    async def _reconnect_loop(self) -> None:
+        """Keeps trying to reach a database that was down at start, so that schema and writes follow."""
+        assert self.db is not None
+        delay = 0.5
+        while not self.db.up:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+            try:
+                await self.db.connect()
+            except CONNECTION_ERRORS as exc:
+                self.db.mark_down(exc)
+                continue
+            except Exception as exc:  # schema refused: say so once, keep serving from memory
+                log.error("schema_not_applied", error=str(exc)[:500])
+                return
+            if self.ctx is not None:
+                self.ctx.writer._wake.set()
+
+    def on_stop(self, hook: Callable[[], Any]) -> None:
+        """Registers a coroutine function or function run first at stop (plugin hub, embedding worker)."""
+        self._stop_hooks.append(hook)
+
+    async def stop(self) -> None:
+        started = time.monotonic()
+        if self._udp_transport is not None:
+            self._udp_transport.close()
+        if self.tcp is not None:
+            await self.tcp.close()
+        for hook in self._stop_hooks:
+            result = hook()
+            if asyncio.iscoroutine(result):
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(result, 2.0)
+        if self.router is not None:
+            await self.router.drain(2.0)
+        for task in self._background:
+            task.cancel()
+        drained = True
+        if self.ctx is not None:
+            drained = await self.ctx.writer.stop(self.settings.drain_timeout)
+        if self.spool is not None:
+            self.spool.close()
+        if self.db is not None:
+            await self.db.close()
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)
+        log.info("stopped", seconds=round(time.monotonic() - started, 3), drained=drained)
+        self.stopped.set()

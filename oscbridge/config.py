@@ -1,0 +1,127 @@
+"""One settings object for the whole daemon, built from flags, `OSCBRIDGE_*` environment and a TOML file.
+
+Precedence is flags > environment > config file > defaults (BRIDGE-API.md). Everything that differs between a
+musician's Mac, CI and a test lives here, so no module reads the environment on its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "OSCBRIDGE_"
+
+
+def default_data_dir(env: Mapping[str, str] = os.environ, platform: str = sys.platform) -> Path:
+    """Where the daemon keeps its embedded database, spool and logs when nothing else is said."""
+    home = Path(env.get("HOME") or Path.home())
+    if platform == "darwin":
+        return home / "Library" / "Application Support" / "oscbridge"
+    xdg = env.get("XDG_DATA_HOME")
+    return (Path(xdg) if xdg else home / ".local" / "share") / "oscbridge"
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the daemon. Field names are also the TOML keys and, upper-cased, the env suffixes."""
+
+    host: str = "127.0.0.1"
+    osc_port: int = 8999
+    data_dir: Path = field(default_factory=default_data_dir)
+    database_url: str | None = None
+    ollama_url: str = "http://127.0.0.1:11434"
+    embed_model: str = "nomic-embed-text"
+    embed_dim: int = 768
+    port_range_start: int = 9000
+    port_range_end: int = 9999
+    record: Path | None = None
+    log_level: str = "info"
+    log_file: Path | None = None
+    # How long the receive-side UDP socket may buffer bursts; macOS caps usable buffers near 7.4 MB.
+    udp_rcvbuf: int = 4 * 1024 * 1024
+    # Seconds SIGTERM may take to drain queued writes before the daemon gives up waiting (launchd kills later).
+    drain_timeout: float = 8.0
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    @property
+    def embedded_pgdata(self) -> Path:
+        return self.data_dir / "postgres"
+
+    def validate(self) -> None:
+        """Refuse settings that cannot work, with a message that says which one and why."""
+        if not 0 < self.osc_port < 65536:
+            raise ConfigError(f"osc_port must be 1..65535, not {self.osc_port}")
+        if not 0 < self.port_range_start <= self.port_range_end < 65536:
+            raise ConfigError(
+                f"plugin port range {self.port_range_start}-{self.port_range_end} is not a valid port range"
+            )
+        if self.port_range_start <= self.osc_port <= self.port_range_end:
+            raise ConfigError(f"osc_port {self.osc_port} lies inside the plugin port range")
+        if self.embed_dim < 1 or self.embed_dim > 2000:
+            raise ConfigError(f"embed_dim must be 1..2000 (pgvector's HNSW limit), not {self.embed_dim}")
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Turns a string or TOML value into the field's type, naming the setting when it cannot."""
+    kind = _FIELDS[name].type
+    if value is None:
+        return None
+    try:
+        if kind in ("int",):
+            return int(value)
+        if kind in ("float",):
+            return float(value)
+        if kind in ("Path", "Path | None"):
+            return Path(str(value)).expanduser()
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name!r}: cannot use {value!r} ({exc})") from exc
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> Settings:
+    """Builds the settings. `flags` holds only the options the user gave (None means not given)."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    path = config_file or (Path(env[ENV_PREFIX + "CONFIG"]) if env.get(ENV_PREFIX + "CONFIG") else None)
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).expanduser().read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {path}: {exc}") from exc
+        section = data.get("oscbridge", data)
+        for key, value in section.items():
+            if key not in _FIELDS:
+                raise ConfigError(f"config file {path}: unknown setting {key!r}")
+            values[key] = _coerce(key, value)
+    for name in _FIELDS:
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw not in (None, ""):
+            values[name] = _coerce(name, raw)
+    for name, value in (flags or {}).items():
+        if value is not None:
+            values[name] = _coerce(name, value)
+    if "data_dir" not in values:
+        values["data_dir"] = default_data_dir(env)
+    settings = Settings(**values)
+    settings.validate()
+    return settings

@@ -1,0 +1,42 @@
+"""What request handlers share: settings, in-memory state, the writer, the database and the plugin registry."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from oscbridge.config import Settings
+from oscbridge.plugins.registry import InstanceRegistry
+from oscbridge.state import ProjectState
+from oscbridge.store.db import Database
+from oscbridge.store.writer import Writer, now_ts
+
+
+@dataclass
+class BridgeContext:
+    settings: Settings
+    state: ProjectState
+    writer: Writer
+    db: Database
+    instances: InstanceRegistry = field(default_factory=InstanceRegistry)
+    started: float = field(default_factory=time.monotonic)
+    # Filled in by the embedding worker when it runs; tells /bridge/status whether Ollama answers.
+    ollama_up: Callable[[], bool] = lambda: False
+
+    def start_session(self, name: str, logic_path: str = "") -> tuple[str, str]:
+        """Opens (or re-opens) project `name` and queues its writes; returns (project id, session id)."""
+        project, previous = self.state.open(name, logic_path)
+        if previous is None:
+            self.writer.submit("project_touch", {"project_id": project.id, "logic_path": logic_path,
+                                                 "ts": now_ts()})
+        else:
+            self.writer.submit("session_start", {
+                "project_id": project.id, "name": project.name, "logic_path": project.logic_path,
+                "session_id": self.state.session_id, "previous_session_id": previous or None, "ts": now_ts(),
+            })
+        return project.id, self.state.session_id
+
+    def ids(self) -> dict[str, str]:
+        """The current project and session ids, which every stored row carries."""
+        return {"project_id": self.state.require().id, "session_id": self.state.session_id}

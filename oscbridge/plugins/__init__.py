@@ -1,0 +1,1 @@
+"""The AIplayer protocol: port pool, instance registry, identification, telemetry state."""

@@ -1,0 +1,182 @@
+"""The receive path: decode a datagram, dispatch it by address, answer /bridge/* requests.
+
+Nothing here waits on the database or the network. Plugin messages go to synchronous handlers that update
+memory; /bridge/* requests are answered inline when their handler is synchronous, or from a task when it is a
+coroutine (a database read, a calibration that waits for plugins).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from oscbridge.api.endpoint import Endpoint, Rows
+from oscbridge.api.params import BridgeError, convert_args
+from oscbridge.logs import RateLimitedWarning, get_logger
+from oscbridge.osc.codec import MalformedDatagram, Message, decode_packet, encode_message
+from oscbridge.osc.transport import Addr, Peer, UdpServer
+
+log = get_logger("oscbridge.router")
+
+MAX_UDP_REPLY = 8192  # macOS refuses datagrams over 9216 bytes; stay clearly below
+REQ_ID_MAX = 64
+ERROR_CODES = ("bad_request", "not_found", "unavailable", "too_large", "internal")
+
+PluginHandler = Callable[[Message, Addr], None]
+Recorder = Callable[[Addr, Addr, bytes], None]
+
+
+class Router:
+    """Owns the dispatch tables and the counters of what came in."""
+
+    def __init__(self, endpoints: dict[str, Endpoint], plugin_handlers: dict[str, PluginHandler]) -> None:
+        self.endpoints = endpoints
+        self.plugin_handlers = plugin_handlers
+        self.udp: UdpServer | None = None
+        self.recorder: Recorder | None = None
+        self.local_addr: Addr = ("127.0.0.1", 0)
+        self.counters: Counter[str] = Counter()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._warn_malformed = RateLimitedWarning(log, "malformed_datagram")
+        self._warn_unknown = RateLimitedWarning(log, "unknown_address")
+        self._warn_plugin = RateLimitedWarning(log, "plugin_message_rejected")
+
+    # -- entry points from the transports -------------------------------------------------------------------
+
+    def on_udp(self, data: bytes, addr: Addr) -> None:
+        if self.recorder is not None:
+            self.recorder(addr, self.local_addr, data)
+        self._dispatch(data, addr, None)
+
+    def on_tcp(self, data: bytes, peer: Peer) -> None:
+        self._dispatch(data, peer.addr, peer)
+
+    # -- dispatch ---------------------------------------------------------------------------------------------
+
+    def _dispatch(self, data: bytes, addr: Addr, peer: Peer | None) -> None:
+        self.counters["packets_in"] += 1
+        try:
+            messages = decode_packet(data)
+        except MalformedDatagram as exc:
+            self.counters["malformed"] += 1
+            self._warn_malformed(sender=f"{addr[0]}:{addr[1]}", reason=str(exc), size=len(data),
+                                 total=self.counters["malformed"])
+            return
+        if len(messages) != 1 or data[:1] == b"#":
+            self.counters["bundles"] += 1
+        for message in messages:
+            handler = self.plugin_handlers.get(message.address)
+            if handler is not None:
+                try:
+                    handler(message, addr)
+                except Exception as exc:
+                    # A bug in one handler must not take the receive path down with it.
+                    self.counters["handler_errors"] += 1
+                    log.exception("plugin_handler_failed", address=message.address, error=str(exc))
+                continue
+            if message.address.startswith("/bridge/"):
+                self._request(message, peer or self._udp_peer(addr))
+                continue
+            self.counters["unknown_address"] += 1
+            self._warn_unknown(sender=f"{addr[0]}:{addr[1]}", address=message.address[:200],
+                               total=self.counters["unknown_address"])
+
+    def _udp_peer(self, addr: Addr) -> Peer:
+        assert self.udp is not None, "UDP transport not attached"
+        return self.udp.peer(addr)
+
+    def note_plugin_rejection(self, address: str, addr: Addr, reason: str) -> None:
+        """Counts and (rate-limited) logs a plugin message that had the wrong shape."""
+        self.counters["plugin_rejected"] += 1
+        self._warn_plugin(address=address, sender=f"{addr[0]}:{addr[1]}", reason=reason,
+                          total=self.counters["plugin_rejected"])
+
+    # -- /bridge/* requests -----------------------------------------------------------------------------------
+
+    def _request(self, message: Message, peer: Peer) -> None:
+        self.counters["requests"] += 1
+        reply_address = message.address + "/reply"
+        args = message.args
+        if not args or not isinstance(args[0], str):
+            self._send_error(peer, reply_address, "", "bad_request",
+                             "the first argument must be the request id (a string of at most 64 characters)")
+            return
+        req_id: str = args[0]
+        if len(req_id) > REQ_ID_MAX:
+            self._send_error(peer, reply_address, req_id[:REQ_ID_MAX], "bad_request",
+                             f"the request id is {len(req_id)} characters long; at most {REQ_ID_MAX} are allowed")
+            return
+        endpoint = self.endpoints.get(message.address)
+        if endpoint is None:
+            self._send_error(peer, reply_address, req_id, "not_found",
+                             f"unknown request {message.address[:100]}; see BRIDGE-API.md for the list")
+            return
+        try:
+            values = convert_args(endpoint.params, args[1:])
+            if endpoint.is_async:
+                task = asyncio.get_running_loop().create_task(
+                    self._run_async(endpoint, values, peer, reply_address, req_id))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                return
+            result = endpoint.func(*values)
+        except BridgeError as exc:
+            self._send_error(peer, reply_address, req_id, exc.code, exc.message)
+            return
+        except Exception as exc:
+            self._internal_error(peer, reply_address, req_id, message.address, exc)
+            return
+        self.send_result(peer, reply_address, req_id, result)
+
+    async def _run_async(self, endpoint: Endpoint, values: list[Any], peer: Peer, reply_address: str,
+                         req_id: str) -> None:
+        try:
+            result = await endpoint.func(*values)
+        except BridgeError as exc:
+            self._send_error(peer, reply_address, req_id, exc.code, exc.message)
+            return
+        except Exception as exc:
+            self._internal_error(peer, reply_address, req_id, endpoint.address, exc)
+            return
+        self.send_result(peer, reply_address, req_id, result)
+
+    def _internal_error(self, peer: Peer, reply_address: str, req_id: str, address: str,
+                        exc: Exception) -> None:
+        self.counters["internal_errors"] += 1
+        log.exception("request_failed", address=address, error=str(exc))
+        self._send_error(peer, reply_address, req_id, "internal",
+                         f"the bridge failed on this request ({type(exc).__name__}); see its log")
+
+    def send_result(self, peer: Peer, reply_address: str, req_id: str, result: Any) -> None:
+        """Sends an ok reply (one message, or one per row for a list), refusing UDP replies over 8 KB."""
+        if isinstance(result, Rows):
+            total = len(result.rows)
+            packets = [encode_message(reply_address, [req_id, "ok", i, total, *row])
+                       for i, row in enumerate(result.rows)] or [encode_message(reply_address,
+                                                                                [req_id, "ok", 0, 0])]
+        else:
+            packets = [encode_message(reply_address, [req_id, "ok", *(result or ())])]
+        if peer.kind == "udp":
+            biggest = max(len(p) for p in packets)
+            if biggest > MAX_UDP_REPLY:
+                self._send_error(peer, reply_address, req_id, "too_large",
+                                 f"the reply needs {biggest} bytes in one datagram, over the UDP limit of "
+                                 f"{MAX_UDP_REPLY}; repeat the request over TCP")
+                return
+        if req_id == "":
+            return  # fire and forget: no reply unless it failed
+        for packet in packets:
+            peer.send(packet)
+
+    def _send_error(self, peer: Peer, reply_address: str, req_id: str, code: str, message: str) -> None:
+        self.counters["error_replies"] += 1
+        peer.send(encode_message(reply_address, [req_id, "error", code, message[:1000]]))
+
+    async def drain(self, timeout: float) -> None:
+        """Waits for in-flight async requests (used at shutdown), then cancels what is left."""
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            for task in pending:
+                task.cancel()

@@ -1,0 +1,87 @@
+"""The project, session and track mappings in memory: mapping queries are answered from here.
+
+PostgreSQL is the truth that survives restarts; at start the bridge loads the projects and their current
+mappings, and afterwards every change is made here first and queued for the writer. Project ids are derived from
+the project name (uuid5), so the same name gets the same id even when the database was unreachable at start.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+PROJECT_NAMESPACE = uuid.UUID("6f1c1f7e-5c1b-4d5e-9a57-0b6d2f3c4e11")
+DEFAULT_PROJECT = "Default Project"
+
+
+def project_id_for(name: str) -> str:
+    return str(uuid.uuid5(PROJECT_NAMESPACE, name))
+
+
+@dataclass
+class TrackMapping:
+    track_number: int
+    track_name: str
+    plugin_id: str
+
+
+@dataclass
+class Project:
+    id: str
+    name: str
+    logic_path: str = ""
+    by_track: dict[int, TrackMapping] = field(default_factory=dict)
+    by_plugin: dict[str, TrackMapping] = field(default_factory=dict)
+
+    def set_mapping(self, mapping: TrackMapping) -> None:
+        """One current row per track number and per plugin id: whatever held either is replaced."""
+        old_track = self.by_track.pop(mapping.track_number, None)
+        if old_track is not None:
+            self.by_plugin.pop(old_track.plugin_id, None)
+        old_plugin = self.by_plugin.pop(mapping.plugin_id, None)
+        if old_plugin is not None:
+            self.by_track.pop(old_plugin.track_number, None)
+        self.by_track[mapping.track_number] = mapping
+        self.by_plugin[mapping.plugin_id] = mapping
+
+    def clear(self) -> int:
+        count = len(self.by_track)
+        self.by_track.clear()
+        self.by_plugin.clear()
+        return count
+
+    def mappings(self) -> list[TrackMapping]:
+        return [self.by_track[n] for n in sorted(self.by_track)]
+
+
+@dataclass
+class ProjectState:
+    """All known projects by name, the current one and its session."""
+
+    projects: dict[str, Project] = field(default_factory=dict)
+    current: Project | None = None
+    session_id: str = ""
+
+    def project(self, name: str, logic_path: str = "") -> Project:
+        project = self.projects.get(name)
+        if project is None:
+            project = Project(project_id_for(name), name, logic_path)
+            self.projects[name] = project
+        elif logic_path:
+            project.logic_path = logic_path
+        return project
+
+    def open(self, name: str, logic_path: str = "") -> tuple[Project, str | None]:
+        """Makes `name` current. Returns the project and the session it replaces, or None when the project
+        was already current (then its session goes on: opening it again is idempotent)."""
+        project = self.project(name, logic_path)
+        if self.current is project and self.session_id:
+            return project, None
+        previous = self.session_id
+        self.current = project
+        self.session_id = str(uuid.uuid4())
+        return project, previous
+
+    def require(self) -> Project:
+        assert self.current is not None, "no current project"
+        return self.current

@@ -1,0 +1,174 @@
+"""The connection pool, whether the database is up, and applying schema.sql.
+
+The daemon keeps working when PostgreSQL is unreachable: `Database.up` says whether it is, the writer keeps
+acknowledged writes in the spool, and a reconnect loop brings the pool back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from pgvector.asyncpg import register_vector
+
+from oscbridge.logs import get_logger
+
+log = get_logger("oscbridge.db")
+
+SCHEMA_LOCK_KEY = 0x05CB_0001  # advisory lock serialising schema application between processes
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached now; requests that need it get the `unavailable` error."""
+
+
+# Errors that mean "the server is not reachable now", as opposed to "this statement is wrong".
+CONNECTION_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    ConnectionError,
+    DatabaseUnavailable,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+
+
+class SchemaError(Exception):
+    """The database cannot hold our schema (pgvector missing, a newer schema version); says what to do."""
+
+
+def schema_path() -> Path:
+    """schema.sql ships inside the package (a link to the top-level file in a checkout)."""
+    return Path(__file__).resolve().parent.parent / "schema.sql"
+
+
+def schema_version_of(sql: str) -> int:
+    match = re.search(r"INSERT INTO schema_version \(version, description\)\s*VALUES \((\d+),", sql)
+    if not match:
+        raise SchemaError("schema.sql does not record its version")
+    return int(match.group(1))
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await register_vector(conn)
+
+
+def redact(url: str) -> str:
+    """A URL safe for logs: the password replaced."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+class Database:
+    """A small asyncpg pool plus an `up` flag kept honest by the writer and a reconnect loop."""
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 4) -> None:
+        self.url = url
+        self._min = min_size
+        self._max = max_size
+        self.pool: asyncpg.Pool | None = None
+        self.up = False
+        self.schema_version: int | None = None
+        self._lock = asyncio.Lock()
+
+    async def connect(self, timeout: float = 10.0) -> None:
+        """Applies the schema on a first plain connection (the pool's vector codec needs the extension), then
+        opens the pool. Raises a CONNECTION_ERRORS member when the server is not reachable, SchemaError when
+        it cannot hold our schema."""
+        async with self._lock:
+            if self.pool is not None:
+                return
+            conn = await asyncpg.connect(self.url, timeout=timeout)
+            try:
+                self.schema_version = await apply_schema(conn)
+            finally:
+                await conn.close()
+            self.pool = await asyncpg.create_pool(
+                self.url, min_size=self._min, max_size=self._max, init=_init_connection, timeout=timeout,
+                command_timeout=60, max_inactive_connection_lifetime=60.0,
+            )
+            self.up = True
+            log.info("database_connected", url=redact(self.url))
+
+    def mark_down(self, error: BaseException) -> None:
+        if self.up:
+            log.warning("database_down", error=f"{type(error).__name__}: {error}"[:300])
+        self.up = False
+
+    def mark_up(self) -> None:
+        if not self.up:
+            log.info("database_up")
+        self.up = True
+
+    @asynccontextmanager
+    async def acquire(self, timeout: float = 5.0) -> AsyncIterator[Any]:
+        """A connection, or DatabaseUnavailable; connection failures mark the database down."""
+        if self.pool is None:
+            try:
+                await self.connect(timeout=timeout)
+            except CONNECTION_ERRORS as exc:
+                self.mark_down(exc)
+                raise DatabaseUnavailable(str(exc)) from exc
+        assert self.pool is not None
+        try:
+            async with self.pool.acquire(timeout=timeout) as conn:
+                yield conn
+        except CONNECTION_ERRORS as exc:
+            self.mark_down(exc)
+            raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        self.mark_up()
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            pool, self.pool = self.pool, None
+            try:
+                await asyncio.wait_for(pool.close(), 5)
+            except CONNECTION_ERRORS:
+                pool.terminate()
+        self.up = False
+
+
+async def apply_schema(conn: asyncpg.Connection, sql: str | None = None) -> int:
+    """Applies schema.sql idempotently under an advisory lock; returns the version now in the database.
+
+    Refuses a database whose recorded version is newer than this code knows, and explains a missing pgvector.
+    """
+    sql = sql if sql is not None else schema_path().read_text()
+    version = schema_version_of(sql)
+    available = await conn.fetchval("SELECT default_version FROM pg_available_extensions WHERE name = 'vector'")
+    if available is None:
+        raise SchemaError(
+            "the PostgreSQL server has no pgvector extension. Install it (Homebrew: `brew install pgvector`; "
+            "Debian/Ubuntu: `apt install postgresql-<major>-pgvector`; Docker: use a pgvector/pgvector image), "
+            "or run without --database-url to use the embedded server, which includes it."
+        )
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK_KEY)
+        has_table = await conn.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
+        if has_table:
+            current = await conn.fetchval("SELECT max(version) FROM schema_version")
+            if current is not None and current > version:
+                raise SchemaError(
+                    f"the database has schema version {current}, newer than this oscbridge ({version}). "
+                    "Upgrade oscbridge, or point it at another database."
+                )
+        await conn.execute(sql)
+    return version
+
+
+async def fetch_info(conn: asyncpg.Connection) -> dict[str, Any]:
+    """Server and pgvector versions, for the ready log line and the doctor."""
+    row = await conn.fetchrow(
+        "SELECT current_setting('server_version') AS server, "
+        "(SELECT extversion FROM pg_extension WHERE extname = 'vector') AS pgvector, "
+        "(SELECT max(version) FROM schema_version) AS schema_version"
+    )
+    return dict(row) if row else {}

