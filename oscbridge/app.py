@@ -9,9 +9,7 @@ stop the embedded server.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Callable
 from typing import Any
 
 from oscbridge.api.core import CoreApi
@@ -19,11 +17,12 @@ from oscbridge.api.debug import DebugApi
 from oscbridge.api.endpoint import collect
 from oscbridge.api.mapping import MappingApi
 from oscbridge.api.project import ProjectApi
+from oscbridge.component import Component
 from oscbridge.config import Settings
 from oscbridge.context import BridgeContext
 from oscbridge.logs import get_logger
 from oscbridge.osc.transport import TcpServer, UdpServer, bind_tcp, bind_udp
-from oscbridge.router import Router
+from oscbridge.router import PluginHandler, Router
 from oscbridge.state import DEFAULT_PROJECT, ProjectState
 from oscbridge.store.core_ops import CORE_OPS
 from oscbridge.store.db import CONNECTION_ERRORS, Database, fetch_info, redact
@@ -51,7 +50,7 @@ class Bridge:
         self.spool: Spool | None = None
         self._udp_transport: asyncio.DatagramTransport | None = None
         self._background: list[asyncio.Task[Any]] = []
-        self._stop_hooks: list[Callable[[], Any]] = []
+        self.components: list[Component] = []
         self.stopped = asyncio.Event()
 
     @property
@@ -78,27 +77,38 @@ class Bridge:
 
         self.spool = Spool(settings.spool_dir)
         writer = Writer(self.db, self.spool, CORE_OPS)
-        self.ctx = BridgeContext(settings=settings, state=state, writer=writer, db=self.db)
+        self.ctx = ctx = BridgeContext(settings=settings, state=state, writer=writer, db=self.db)
+        self.components = self._components(ctx)
+        apis: list[object] = [CoreApi(ctx), ProjectApi(ctx), MappingApi(ctx), DebugApi(ctx)]
+        plugin_handlers: dict[str, PluginHandler] = {}
+        for component in self.components:
+            writer.register(*component.op_kinds())
+            apis.extend(component.apis())
+            plugin_handlers.update(component.plugin_handlers())
         self._resume_project(state)
         writer.start()
 
-        self.router = Router(collect(*self._apis(self.ctx)), {})
-        self.router.local_addr = (settings.host, settings.osc_port)
-        self.udp = UdpServer(self.router.on_udp)
-        self.router.udp = self.udp
+        self.router = router = Router(collect(*apis), plugin_handlers)
+        ctx.router = router
+        router.local_addr = (settings.host, settings.osc_port)
+        self.udp = udp = UdpServer(router.on_udp)
+        router.udp = udp
+        ctx.send = udp.send
         loop = asyncio.get_running_loop()
-        udp = self.udp
         transport, _ = await loop.create_datagram_endpoint(lambda: udp, sock=udp_sock)
         self._udp_transport = transport
-        self.tcp = TcpServer(self.router.on_tcp)
+        self.tcp = TcpServer(router.on_tcp)
         await self.tcp.start(tcp_sock)
+        for component in self.components:
+            await component.start()
         if not self.db.up:
             self._background.append(loop.create_task(self._reconnect_loop()))
         log.info("ready", host=settings.host, port=settings.osc_port, database=db_kind,
                  database_up=self.db.up, **info)
 
-    def _apis(self, ctx: BridgeContext) -> list[object]:
-        return [CoreApi(ctx), ProjectApi(ctx), MappingApi(ctx), DebugApi(ctx)]
+    def _components(self, ctx: BridgeContext) -> list[Component]:
+        """The parts beyond the foundation, in start order (stopped in reverse)."""
+        return []
 
     async def _load_state(self, db: Database) -> tuple[ProjectState, dict[str, Any]]:
         """Applies the schema and loads projects; with the database unreachable, starts from memory."""
@@ -139,21 +149,17 @@ class Bridge:
             if self.ctx is not None:
                 self.ctx.writer._wake.set()
 
-    def on_stop(self, hook: Callable[[], Any]) -> None:
-        """Registers a coroutine function or function run first at stop (plugin hub, embedding worker)."""
-        self._stop_hooks.append(hook)
-
     async def stop(self) -> None:
         started = time.monotonic()
         if self._udp_transport is not None:
             self._udp_transport.close()
         if self.tcp is not None:
             await self.tcp.close()
-        for hook in self._stop_hooks:
-            result = hook()
-            if asyncio.iscoroutine(result):
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(result, 2.0)
+        for component in reversed(self.components):
+            try:
+                await asyncio.wait_for(component.stop(), 2.0)
+            except Exception as exc:
+                log.warning("component_stop_failed", component=type(component).__name__, error=str(exc))
         if self.router is not None:
             await self.router.drain(2.0)
         for task in self._background:

@@ -5,12 +5,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from oscbridge.config import Settings
+from oscbridge.osc.transport import Addr
 from oscbridge.plugins.registry import InstanceRegistry
 from oscbridge.state import ProjectState
 from oscbridge.store.db import Database
 from oscbridge.store.writer import Writer, now_ts
+
+if TYPE_CHECKING:
+    from oscbridge.router import Router
 
 
 @dataclass
@@ -23,6 +28,10 @@ class BridgeContext:
     started: float = field(default_factory=time.monotonic)
     # Filled in by the embedding worker when it runs; tells /bridge/status whether Ollama answers.
     ollama_up: Callable[[], bool] = lambda: False
+    # Sends a datagram from the bridge's own UDP socket (set once the socket is attached).
+    send: Callable[[bytes, Addr], None] = lambda data, addr: None
+    # The router, for its counters and for replying to requests from components (set at start).
+    router: Router | None = None
 
     def start_session(self, name: str, logic_path: str = "") -> tuple[str, str]:
         """Opens (or re-opens) project `name` and queues its writes; returns (project id, session id)."""

