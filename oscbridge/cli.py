@@ -18,7 +18,7 @@ from oscbridge.osc.transport import PortInUse
 from oscbridge.store.db import SchemaError
 
 EXIT_PORT_IN_USE = 3
-EXIT_CONFIG = 2
+EXIT_CONFIG = 78  # EX_CONFIG: launchd's `status` shows it, so a bad setting is diagnosable
 
 log = get_logger("oscbridge.cli")
 
@@ -185,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tcp", action="store_true", help="use TCP (no size limit) instead of UDP")
     p.add_argument("--timeout", type=float, default=3.0)
     p.set_defaults(func=cmd_call)
+
+    from oscbridge import launchd
+
+    p = sub.add_parser("launchd", help="manage the LaunchAgent (macOS): install, uninstall, status, print")
+    launchd.add_arguments(p)
+    p.set_defaults(func=launchd.run)
 
     p = sub.add_parser("db", help="database helpers")
     dbsub = p.add_subparsers(dest="db_command", required=True)
