@@ -299,7 +299,8 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'project % does not exist', p_project_id USING ERRCODE = 'foreign_key_violation';
     END IF;
-    UPDATE sessions SET is_active = false, ended_at = now()
+    -- greatest(): a session committed by a concurrent caller may have started after this transaction's now().
+    UPDATE sessions SET is_active = false, ended_at = greatest(started_at, clock_timestamp())
     WHERE project_id = p_project_id AND is_active AND id <> v_id;
     INSERT INTO sessions (id, project_id) VALUES (v_id, p_project_id)
     ON CONFLICT (id) DO NOTHING;

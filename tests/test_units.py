@@ -1,0 +1,130 @@
+"""Small parts on their own: OSC codec, SLIP framing, argument specs, settings precedence, the spool."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from oscbridge.api.params import BridgeError, Float, Int, Str, convert_args, plugin_id
+from oscbridge.config import ConfigError, load_settings
+from oscbridge.osc import slip
+from oscbridge.osc.codec import MalformedDatagram, decode_packet, encode_message
+from oscbridge.store.spool import Spool
+
+
+def test_request_port_bytes_match_the_plugin() -> None:
+    # The reference encoding of the protocol note (section 2.6): 76 bytes, ",sii".
+    data = encode_message("/aiplayer/request_port", ["43440ecde2c040a193edbfc32b76dde4", -1, 50000])
+    assert len(data) == 76
+    assert data[24:32] == b",sii\x00\x00\x00\x00"
+    assert data[-8:] == b"\xff\xff\xff\xff\x00\x00\xc3\x50"
+    (msg,) = decode_packet(data)
+    assert (msg.address, msg.args, msg.tags) == (
+        "/aiplayer/request_port", ["43440ecde2c040a193edbfc32b76dde4", -1, 50000], "sii")
+
+
+def test_forced_float32_tags() -> None:
+    data = encode_message("/aiplayer/start_tone", [137, -10], tags="ff")
+    assert len(data) == 36
+    (msg,) = decode_packet(data)
+    assert msg.tags == "ff" and msg.args == [137.0, -10.0]
+
+
+@pytest.mark.parametrize("data", [
+    b"", b"x", b"/a\x00", b"/a\x00\x00,s\x00\x00ab",
+    b"/a\x00\x00,S\x00\x00ab\x00\x00",  # S would be skipped by python-osc without consuming bytes
+    b"/a\x00\x00sx\x00\x00",  # tags without a comma
+])
+def test_malformed(data: bytes) -> None:
+    with pytest.raises(MalformedDatagram):
+        decode_packet(data)
+
+
+def test_bundle_is_flattened() -> None:
+    from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
+
+    inner = OscBundleBuilder(IMMEDIATELY)
+    inner.add_content(_msg("/b", 2))
+    outer = OscBundleBuilder(IMMEDIATELY)
+    outer.add_content(_msg("/a", 1))
+    outer.add_content(inner.build())
+    messages = decode_packet(outer.build().dgram)
+    assert [(m.address, m.args) for m in messages] == [("/a", [1]), ("/b", [2])]
+
+
+def _msg(address: str, value: int) -> object:
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    builder = OscMessageBuilder(address)
+    builder.add_arg(value)
+    return builder.build()
+
+
+def test_slip_stream_split_across_reads_and_bad_escape_recovery() -> None:
+    packets = [encode_message("/x", ["a\xc0b"]), bytes([0xC0, 0xDB, 1, 2]), encode_message("/y", [1])]
+    stream = b"".join(slip.encode(p) for p in packets)
+    decoder = slip.SlipDecoder()
+    out: list[bytes] = []
+    for i in range(0, len(stream), 3):
+        out.extend(decoder.feed(stream[i:i + 3]))
+    assert out == packets
+    bad = slip.SlipDecoder()
+    assert bad.feed(b"\xc0ab\xdb\x01\xc0" + slip.encode(b"ok")) == [b"ok"]
+    assert bad.errors == 1
+
+
+def test_params() -> None:
+    specs = (Int("n", min=1), Str("name", max_len=5), plugin_id(), Float("f", default=137.0))
+    assert convert_args(specs, [2.0, "abc", "TR9"]) == [2, "abc", "TR9", 137.0]
+    assert convert_args(specs, [True and 3, "", "TR1", 1]) == [3, "", "TR1", 1.0]
+    for args, words in [([True, "a", "TR1"], "whole number"), ([1, "abcdef", "TR1"], "at most 5"),
+                        ([1, "a", "XR1"], "start with 'TR'"), ([1], "expected 3 to 4"),
+                        ([1, "a", "TR1", float("nan")], "finite")]:
+        with pytest.raises(BridgeError) as err:
+            convert_args(specs, args)
+        assert err.value.code == "bad_request" and words in err.value.message
+
+
+def test_settings_precedence(tmp_path: Path) -> None:
+    config = tmp_path / "oscbridge.toml"
+    config.write_text('osc_port = 7001\nollama_url = "http://file:1"\nembed_dim = 512\n')
+    env = {"OSCBRIDGE_OSC_PORT": "7002", "OSCBRIDGE_EMBED_DIM": "384", "HOME": str(tmp_path)}
+    s = load_settings({"osc_port": 7003}, env=env, config_file=config)
+    assert (s.osc_port, s.embed_dim, s.ollama_url) == (7003, 384, "http://file:1")
+    s = load_settings({}, env=env, config_file=config)
+    assert s.osc_port == 7002
+    s = load_settings({}, env={"HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "xdg")})
+    assert (s.osc_port, s.host, s.data_dir) == (8999, "127.0.0.1", tmp_path / "xdg" / "oscbridge")
+    with pytest.raises(ConfigError, match="unknown setting"):
+        (tmp_path / "bad.toml").write_text("nope = 1\n")
+        load_settings({}, env=env, config_file=tmp_path / "bad.toml")
+    with pytest.raises(ConfigError, match="osc_port"):
+        load_settings({"osc_port": "many"}, env=env)
+    with pytest.raises(ConfigError, match="inside the plugin port range"):
+        load_settings({"osc_port": 9005}, env=env)
+
+
+def test_spool_commit_truncate_and_crash_recovery(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    for i in range(5):
+        spool.append({"k": "x", "d": {"i": i}})
+    ops, end = spool.read_batch(3)
+    assert [o["d"]["i"] for o in ops] == [0, 1, 2]
+    spool.commit(end, 3)
+    assert (spool.pending, spool.committed) == (2, 3)
+    spool.close()
+
+    # A crash in the middle of writing the next line: the half line is dropped, the rest is replayed.
+    with open(tmp_path / "writes.jsonl", "ab") as fh:
+        fh.write(b'{"k":"x","d":{"i":')
+    again = Spool(tmp_path)
+    assert again.pending == 2
+    ops, end = again.read_batch(10)
+    assert [o["d"]["i"] for o in ops] == [3, 4]
+    again.commit(end, 2)
+    assert (tmp_path / "writes.jsonl").stat().st_size == 0 and again.pending == 0
+    again.reject({"k": "x", "d": {"i": 9}}, "refused")
+    assert json.loads((tmp_path / "rejected.jsonl").read_text())["error"] == "refused"
+    again.close()
