@@ -13,9 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from oscbridge.api.endpoint import Endpoint, Rows
-from oscbridge.api.params import BridgeError, convert_args
+from oscbridge.api.params import BridgeError
 from oscbridge.logs import RateLimitedWarning, get_logger
-from oscbridge.osc.codec import MalformedDatagram, Message, decode_packet, encode_message
+from oscbridge.osc.codec import MalformedDatagram, Message, decode_message, decode_packet, encode_message
 from oscbridge.osc.transport import Addr, Peer, UdpServer
 
 log = get_logger("oscbridge.router")
@@ -37,7 +37,12 @@ class Router:
         self.udp: UdpServer | None = None
         self.recorder: Recorder | None = None
         self.local_addr: Addr = ("127.0.0.1", 0)
-        self.counters: Counter[str] = Counter()
+        # The datagram being dispatched and its sender: plugin handlers forward it unchanged (and can tell a bundle
+        # from it); synchronous request handlers that need the requester's address (subscribe) read `source`.
+        self.datagram = b""
+        self.source: Addr = ("", 0)
+        self.counters: Counter[str] = Counter()  # rare events by name
+        self.packets_in = 0  # every datagram or TCP packet; a plain int because it is bumped per datagram
         self._tasks: set[asyncio.Task[None]] = set()
         self._warn_malformed = RateLimitedWarning(log, "malformed_datagram")
         self._warn_unknown = RateLimitedWarning(log, "unknown_address")
@@ -56,15 +61,16 @@ class Router:
     # -- dispatch ---------------------------------------------------------------------------------------------
 
     def _dispatch(self, data: bytes, addr: Addr, peer: Peer | None) -> None:
-        self.counters["packets_in"] += 1
+        self.packets_in += 1
+        self.datagram, self.source = data, addr
         try:
-            messages = decode_packet(data)
+            messages = [decode_message(data)] if data[:1] == b"/" else decode_packet(data)
         except MalformedDatagram as exc:
             self.counters["malformed"] += 1
             self._warn_malformed(sender=f"{addr[0]}:{addr[1]}", reason=str(exc), size=len(data),
                                  total=self.counters["malformed"])
             return
-        if len(messages) != 1 or data[:1] == b"#":
+        if data[:1] == b"#":
             self.counters["bundles"] += 1
         for message in messages:
             handler = self.plugin_handlers.get(message.address)
@@ -96,7 +102,6 @@ class Router:
     # -- /bridge/* requests -----------------------------------------------------------------------------------
 
     def _request(self, message: Message, peer: Peer) -> None:
-        self.counters["requests"] += 1
         reply_address = message.address + "/reply"
         args = message.args
         if not args or not isinstance(args[0], str):
@@ -114,7 +119,7 @@ class Router:
                              f"unknown request {message.address[:100]}; see BRIDGE-API.md for the list")
             return
         try:
-            values = convert_args(endpoint.params, args[1:])
+            values = endpoint.convert(args[1:])
             if endpoint.is_async:
                 task = asyncio.get_running_loop().create_task(
                     self._run_async(endpoint, values, peer, reply_address, req_id))
@@ -156,15 +161,20 @@ class Router:
             packets = [encode_message(reply_address, [req_id, "ok", i, total, *row])
                        for i, row in enumerate(result.rows)] or [encode_message(reply_address,
                                                                                 [req_id, "ok", 0, 0])]
+        elif req_id == "":
+            return  # fire and forget: no reply unless it failed
         else:
-            packets = [encode_message(reply_address, [req_id, "ok", *(result or ())])]
-        if peer.kind == "udp":
-            biggest = max(len(p) for p in packets)
-            if biggest > MAX_UDP_REPLY:
-                self._send_error(peer, reply_address, req_id, "too_large",
-                                 f"the reply needs {biggest} bytes in one datagram, over the UDP limit of "
-                                 f"{MAX_UDP_REPLY}; repeat the request over TCP")
+            packet = encode_message(reply_address, [req_id, "ok", *result] if result else [req_id, "ok"])
+            if len(packet) <= MAX_UDP_REPLY or peer.kind != "udp":
+                peer.send(packet)
                 return
+            packets = [packet]
+        biggest = max(len(p) for p in packets)
+        if peer.kind == "udp" and biggest > MAX_UDP_REPLY:
+            self._send_error(peer, reply_address, req_id, "too_large",
+                             f"the reply needs {biggest} bytes in one datagram, over the UDP limit of "
+                             f"{MAX_UDP_REPLY}; repeat the request over TCP")
+            return
         if req_id == "":
             return  # fire and forget: no reply unless it failed
         for packet in packets:

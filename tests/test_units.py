@@ -128,3 +128,39 @@ def test_spool_commit_truncate_and_crash_recovery(tmp_path: Path) -> None:
     again.reject({"k": "x", "d": {"i": 9}}, "refused")
     assert json.loads((tmp_path / "rejected.jsonl").read_text())["error"] == "refused"
     again.close()
+
+
+ORACLE_CASES = [
+    ("/bridge/ping/reply", ["req-1", "ok", "0.1.0", 12.5]),
+    ("/aiplayer/telemetry", ["TR12", 0.22418, -16.0, -53.6, -100.0, -100.0]),
+    # (python-osc sends -2**31 as 'h' although it fits 'i'; that boundary is left out of the comparison.)
+    ("/x", [0, -1, 2**31 - 1, -(2**31) + 1, 2**40, "", "abc", "abcd", "ünïcode ✓", True, False, None, b"\x01\x02"]),
+    ("/longer/address/here", [1.5, b"1234"]),
+]
+
+
+@pytest.mark.parametrize(("address", "args"), ORACLE_CASES)
+def test_encoder_and_decoder_agree_with_python_osc(address: str, args: list[object]) -> None:
+    """python-osc is the oracle for our struct-based codec: same bytes out, same values back."""
+    from pythonosc.osc_message import OscMessage
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    builder = OscMessageBuilder(address)
+    for value in args:
+        builder.add_arg(value)
+    theirs = builder.build().dgram
+    ours = encode_message(address, args)
+    assert ours == theirs
+    (msg,) = decode_packet(theirs)
+    assert msg.args == OscMessage(theirs).params
+    assert msg.tags == theirs[len(address) + 4 - len(address) % 4:].split(b"\0")[0].decode()[1:]
+
+
+def test_rare_types_decode_through_python_osc() -> None:
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+    builder = OscMessageBuilder("/rare")
+    builder.add_arg(0x11223344, "r")
+    builder.add_arg("x")
+    (msg,) = decode_packet(builder.build().dgram)
+    assert msg.tags == "rs" and msg.args == [0x11223344, "x"]

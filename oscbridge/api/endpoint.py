@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from oscbridge.api.params import Param
+from oscbridge.api.params import Param, convert_args
 
 F = TypeVar("F", bound=Callable[..., Any])
 _ATTR = "_bridge_endpoint"
@@ -31,6 +31,15 @@ class Endpoint:
     params: tuple[Param, ...]
     func: Callable[..., Any]
     is_async: bool
+    # Precomputed for the receive path: how many arguments are required, and each one's converter.
+    required: int = 0
+    converters: tuple[Callable[[Any], Any], ...] = ()
+
+    def convert(self, args: list[Any]) -> list[Any]:
+        """Checks and converts the arguments after the request id (fast path for the exact count)."""
+        if len(args) == len(self.converters):
+            return [convert(value) for convert, value in zip(self.converters, args, strict=True)]
+        return convert_args(self.params, args)
 
 
 def request(address: str, *params: Param) -> Callable[[F], F]:
@@ -54,5 +63,6 @@ def collect(*handlers: object) -> dict[str, Endpoint]:
             address, params = spec
             if address in table:
                 raise ValueError(f"two handlers for {address}")
-            table[address] = Endpoint(address, params, method, inspect.iscoroutinefunction(method))
+            table[address] = Endpoint(address, params, method, inspect.iscoroutinefunction(method),
+                                      sum(1 for p in params if not p.optional), tuple(p.convert for p in params))
     return table

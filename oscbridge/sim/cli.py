@@ -1,0 +1,109 @@
+"""Command line of the plugin simulator: `python -m oscbridge.sim`, and later `oscbridge simulate`.
+
+It starts N simulated plugins against a running bridge, lets them live for a while (or until Ctrl-C), and
+prints one JSON line per plugin saying how far each got: a quick way to see that a bridge hands out ports,
+identifies plugins and receives telemetry, without Logic Pro.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from oscbridge.logs import configure_logging
+from oscbridge.recording import parse_host_port
+from oscbridge.sim.plugin import SILENCE_RMS, PluginFleet, SimConfig, SimulatedPlugin
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the simulator's options to `parser`, so the daemon's CLI can mount them as a subcommand."""
+    parser.add_argument("--plugins", type=int, default=1, help="how many plugin instances (default 1)")
+    parser.add_argument("--bridge", default="127.0.0.1:8999", help="where plugins send (default 127.0.0.1:8999)")
+    parser.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
+    parser.add_argument("--interval", type=float, default=0.02, help="seconds between instance starts")
+    parser.add_argument("--ephemeral-base", type=int, default=50000, help="first bootstrap port (50000)")
+    parser.add_argument("--ephemeral-step", type=int, default=100, help="step between bootstrap ports (100)")
+    parser.add_argument("--ephemeral-count", type=int, default=100, help="bootstrap ports to try (100)")
+    parser.add_argument("--unmuted", action="store_true", help="start with strips unmuted (levels are live)")
+    parser.add_argument("--signal-rms", type=float, default=SILENCE_RMS, help="linear RMS of the input signal")
+    parser.add_argument("--log-level", default="warning", help="log level on stderr (default warning)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="oscbridge simulate",
+        description="Run simulated AIplayer plugins against an OSC bridge.",
+    )
+    add_arguments(parser)
+    return parser
+
+
+def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    """Runs the simulation described by parsed arguments; returns the exit status."""
+    configure_logging(args.log_level)
+    try:
+        bridge_host, bridge_port = parse_host_port(args.bridge)
+    except ValueError as exc:
+        print(f"oscbridge simulate: --bridge: {exc}", file=sys.stderr)
+        return 2
+    if args.plugins < 1:
+        print("oscbridge simulate: --plugins must be at least 1", file=sys.stderr)
+        return 2
+    config = SimConfig(
+        bridge_host=bridge_host,
+        bridge_port=bridge_port,
+        ephemeral_base=args.ephemeral_base,
+        ephemeral_step=args.ephemeral_step,
+        ephemeral_count=args.ephemeral_count,
+        start_muted=not args.unmuted,
+        signal_rms=args.signal_rms,
+    )
+    fleet = PluginFleet(args.plugins, config, interval=args.interval)
+    try:
+        asyncio.run(_simulate(fleet, args.duration))
+    except OSError as exc:
+        print(f"oscbridge simulate: {exc}", file=sys.stderr)
+        return 1
+    for plugin in fleet:
+        print(json.dumps(summary(plugin)), file=out)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; `argv` are the arguments after the command name."""
+    return run(build_parser().parse_args(argv))
+
+
+def summary(plugin: SimulatedPlugin) -> dict[str, object]:
+    """What one plugin achieved, as printed at the end of a run."""
+    return {
+        "temp_id": plugin.temp_id,
+        "state": plugin.state,
+        "ephemeral_port": plugin.ephemeral_port,
+        "port": plugin.port,
+        "track_id": plugin.track_id,
+        "sender_port": plugin.sender_port,
+        "received": len(plugin.received),
+        "sent": len(plugin.sent),
+        "telemetry_sent": len(plugin.sent_args("/aiplayer/telemetry")),
+    }
+
+
+async def _simulate(fleet: PluginFleet, duration: float | None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows / not main thread
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await fleet.start()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), duration)
+    finally:
+        await fleet.close()
