@@ -186,7 +186,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=3.0)
     p.set_defaults(func=cmd_call)
 
-    from oscbridge import launchd
+    from oscbridge import launchd, replay
+    from oscbridge.sim import cli as sim_cli
+
+    p = sub.add_parser("replay", help="send the datagrams of a recording (JSONL, pcap, pcapng) to a bridge")
+    replay.add_arguments(p)
+    p.set_defaults(func=replay.run)
+
+    p = sub.add_parser("simulate", help="run simulated AIplayer plugins against a bridge")
+    sim_cli.add_arguments(p)
+    p.set_defaults(func=sim_cli.run)
 
     p = sub.add_parser("launchd", help="manage the LaunchAgent (macOS): install, uninstall, status, print")
     launchd.add_arguments(p)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import socket
 import struct
 import time
@@ -20,6 +19,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Final
+
+from oscbridge.osc.codec import MalformedDatagram, decode_message, typed_args
 
 Endpoint = tuple[str, int]
 """An IP address (as text) and a UDP port."""
@@ -69,117 +70,16 @@ def parse_host_port(text: str, default_host: str = "127.0.0.1") -> Endpoint:
 # --------------------------------------------------------------------------------------------------------------
 
 
-class _OscDecodeError(ValueError):
-    """The datagram is not a well-formed OSC message; the recording then keeps only `data`."""
-
-
-def _read_osc_string(data: bytes, pos: int) -> tuple[str, int]:
-    end = data.index(b"\x00", pos)
-    nxt = (end + 4) & ~3
-    if nxt > len(data):
-        raise _OscDecodeError("string padding runs past the end")
-    return data[pos:end].decode("utf-8"), nxt
-
-
-def _short_float32(value: float) -> float | str:
-    """The shortest decimal that is the same float32, so 0.22418 reads as 0.22418 and not 0.2241799980..."""
-    if math.isnan(value) or math.isinf(value):
-        return repr(value)  # 'nan', 'inf', '-inf': JSON has no literal for them
-    exact = struct.pack(">f", value)
-    for digits in (6, 7, 8):
-        candidate = float(f"{value:.{digits}g}")
-        if struct.pack(">f", candidate) == exact:
-            return candidate
-    return float(f"{value:.9g}")
-
-
-def _fixed(fmt: str, size: int) -> Callable[[bytes, int], tuple[Any, int]]:
-    codec = struct.Struct(fmt)
-
-    def read(data: bytes, pos: int) -> tuple[Any, int]:
-        if pos + size > len(data):
-            raise _OscDecodeError("argument runs past the end")
-        return codec.unpack_from(data, pos)[0], pos + size
-
-    return read
-
-
-_read_i32 = _fixed(">i", 4)
-_read_u32 = _fixed(">I", 4)
-_read_i64 = _fixed(">q", 8)
-_read_u64 = _fixed(">Q", 8)
-_read_f32 = _fixed(">f", 4)
-_read_f64 = _fixed(">d", 8)
-
-
-def _read_blob(data: bytes, pos: int) -> tuple[str, int]:
-    size, pos = _read_i32(data, pos)
-    end = pos + size
-    if size < 0 or end > len(data):
-        raise _OscDecodeError("blob runs past the end")
-    return base64.b64encode(data[pos:end]).decode("ascii"), (end + 3) & ~3
-
-
-def _read_arg(tag: str, data: bytes, pos: int) -> tuple[Any, int]:
-    """One argument as a JSON-friendly value; blobs become base64 text, float32 the shortest equal decimal."""
-    if tag == "i":
-        return _read_i32(data, pos)
-    if tag == "f":
-        value, pos = _read_f32(data, pos)
-        return _short_float32(value), pos
-    if tag in "sS":
-        return _read_osc_string(data, pos)
-    if tag == "b":
-        return _read_blob(data, pos)
-    if tag == "h":
-        return _read_i64(data, pos)
-    if tag == "d":
-        return _read_f64(data, pos)
-    if tag == "t":
-        return _read_u64(data, pos)
-    if tag in "rc":
-        value, pos = _read_u32(data, pos)
-        return (chr(value) if tag == "c" and value < 0x110000 else value), pos
-    if tag == "m":
-        if pos + 4 > len(data):
-            raise _OscDecodeError("midi runs past the end")
-        return list(data[pos : pos + 4]), pos + 4
-    if tag in "TFNI":
-        return {"T": True, "F": False, "N": None, "I": "impulse"}[tag], pos
-    raise _OscDecodeError(f"unknown type tag {tag!r}")
-
-
 def decode_osc(data: bytes) -> tuple[str, OscArgs] | None:
-    """`(address, [[tag, value], ...])` for a single OSC message, or None for bundles and anything malformed.
-
-    Only for display in recordings and tools: it is lenient about padding bytes and does not judge whether the
-    plugin or the bridge would accept the message. Arrays come out as `["[", [[tag, value], ...]]`.
-    """
-    try:
-        address, pos = _read_osc_string(data, 0)
-        if not address.startswith("/"):
-            return None
-        if pos == len(data):
-            return address, []
-        tags, pos = _read_osc_string(data, pos)
-        if not tags.startswith(","):
-            return None
-        stack: list[OscArgs] = [[]]
-        for tag in tags[1:]:
-            if tag == "[":
-                nested: OscArgs = []
-                stack[-1].append(["[", nested])
-                stack.append(nested)
-            elif tag == "]":
-                if len(stack) == 1:
-                    return None
-                stack.pop()
-            else:
-                value, pos = _read_arg(tag, data, pos)
-                stack[-1].append([tag, value])
-        return (address, stack[0]) if len(stack) == 1 else None
-    except (ValueError, struct.error):  # includes UnicodeDecodeError and _OscDecodeError
+    """`(address, [[tag, value], ...])` for a single OSC message, or None for bundles and anything the bridge
+    cannot decode (the recording then keeps only `data`, which is what replay uses)."""
+    if data[:1] != b"/":
         return None
+    try:
+        message = decode_message(data)
+    except MalformedDatagram:
+        return None
+    return message.address, typed_args(message)
 
 
 # --------------------------------------------------------------------------------------------------------------

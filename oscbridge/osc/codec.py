@@ -9,6 +9,8 @@ traffic), bundles flattened into their messages, and a refusal of type tags pyth
 
 from __future__ import annotations
 
+import base64
+import math
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -199,11 +201,28 @@ def encode_message(address: str, args: list[Any] | tuple[Any, ...] = (), tags: s
     return b"".join(parts)
 
 
+def short_float32(value: float) -> float | str:
+    """The shortest decimal that is the same float32, so 0.22418 reads as 0.22418 and not 0.2241799980..."""
+    if math.isnan(value) or math.isinf(value):
+        return repr(value)  # 'nan', 'inf', '-inf': JSON has no literal for them
+    exact = _FLOAT.pack(value)
+    for digits in (6, 7, 8):
+        candidate = float(f"{value:.{digits}g}")
+        if _FLOAT.pack(candidate) == exact:
+            return candidate
+    return float(f"{value:.9g}")
+
+
 def typed_args(message: Message) -> list[list[Any]]:
-    """Arguments as [[tag, value], ...], the readable form used in recordings and debug payloads."""
+    """Arguments as [[tag, value], ...], the readable JSON form used in recordings and debug payloads: float32
+    as its shortest decimal, blobs as base64."""
     out: list[list[Any]] = []
     for tag, value in zip(message.tags, message.args, strict=False):
-        if isinstance(value, bytes):
-            value = value.hex()
+        if tag == "f":
+            value = short_float32(value)
+        elif isinstance(value, bytes):
+            value = base64.b64encode(value).decode("ascii")
+        elif isinstance(value, tuple):  # MIDI (m) comes from python-osc as a tuple
+            value = list(value)
         out.append([tag, value])
     return out
