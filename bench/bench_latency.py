@@ -169,10 +169,13 @@ def bridge_packets(port: int) -> int | None:
         sock.sendto(encode_message("/bridge/stats", ["s"]), ("127.0.0.1", port))
         from oscbridge.osc.codec import decode_packet
 
-        data, _ = sock.recvfrom(65536)
-        args = decode_packet(data)[0].args
-        if len(args) > 2 and args[1] == "ok":
-            return int(args[2])
+        while True:  # list rows [req_id, "ok", index, total, name, value] (docs/plugin-hub.md)
+            data, _ = sock.recvfrom(65536)
+            args = decode_packet(data)[0].args
+            if len(args) < 6 or args[1] != "ok":
+                return None
+            if args[4] == "router.packets_in":
+                return int(args[5])
     except OSError:
         return None
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 from oscbridge.api.core import CoreApi
@@ -21,7 +22,10 @@ from oscbridge.component import Component
 from oscbridge.config import Settings
 from oscbridge.context import BridgeContext
 from oscbridge.logs import get_logger
+from oscbridge.memory.component import MemoryComponent
 from oscbridge.osc.transport import TcpServer, UdpServer, bind_tcp, bind_udp
+from oscbridge.plugins.hub import PluginHub
+from oscbridge.recording import Recorder
 from oscbridge.router import PluginHandler, Router
 from oscbridge.state import DEFAULT_PROJECT, ProjectState
 from oscbridge.store.core_ops import CORE_OPS
@@ -34,6 +38,10 @@ from oscbridge.store.writer import Writer
 log = get_logger("oscbridge.app")
 
 STARTUP_DB_TIMEOUT = 10.0
+# Stop: the last part of the drain budget kept for cancelling a stuck writer batch, and how long the pool may
+# take to close before its connections are cut.
+WRITER_CANCEL_GRACE = 0.5
+CLOSE_TIMEOUT = 1.0
 
 
 class Bridge:
@@ -51,6 +59,7 @@ class Bridge:
         self._udp_transport: asyncio.DatagramTransport | None = None
         self._background: list[asyncio.Task[Any]] = []
         self.components: list[Component] = []
+        self.recorder: Recorder | None = None
         self.stopped = asyncio.Event()
 
     @property
@@ -97,6 +106,8 @@ class Bridge:
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(lambda: udp, sock=udp_sock)
         self._udp_transport = transport
+        if settings.record is not None:
+            self._start_recording(settings.record)
         self.tcp = TcpServer(router.on_tcp)
         await self.tcp.start(tcp_sock)
         for component in self.components:
@@ -106,9 +117,18 @@ class Bridge:
         log.info("ready", host=settings.host, port=settings.osc_port, database=db_kind,
                  database_up=self.db.up, **info)
 
+    def _start_recording(self, path: Path) -> None:
+        """`--record FILE`: every UDP datagram in and out, in BRIDGE-API.md's JSONL format."""
+        assert self.router is not None and self.udp is not None
+        recorder = self.recorder = Recorder(path)
+        local = self.router.local_addr
+        self.router.recorder = recorder.record
+        self.udp.sent_hook = lambda data, addr: recorder.record(local, addr, data)
+        log.info("recording", file=str(path))
+
     def _components(self, ctx: BridgeContext) -> list[Component]:
         """The parts beyond the foundation, in start order (stopped in reverse)."""
-        return []
+        return [PluginHub(ctx), MemoryComponent(ctx)]
 
     async def _load_state(self, db: Database) -> tuple[ProjectState, dict[str, Any]]:
         """Applies the schema and loads projects; with the database unreachable, starts from memory."""
@@ -150,7 +170,17 @@ class Bridge:
                 self.ctx.writer._wake.set()
 
     async def stop(self) -> None:
+        """Stops within `drain_timeout` seconds (plus stopping the embedded server), whatever the database does.
+
+        SIGTERM must end the process well within 10 s: launchd SIGKILLs after its ExitTimeOut, which would skip
+        stopping the embedded server. Components and in-flight requests have small fixed bounds; writing the queue
+        gets what is left of `drain_timeout`, less the last `WRITER_CANCEL_GRACE` + `CLOSE_TIMEOUT`, which are kept
+        for cancelling a stuck batch and for closing the pool (its connections are cut after that, so a server
+        that stopped answering cannot hold the stop up). Writes that do not make it stay in the spool and are
+        written at the next start.
+        """
         started = time.monotonic()
+        flush_until = started + self.settings.drain_timeout - WRITER_CANCEL_GRACE - CLOSE_TIMEOUT
         if self._udp_transport is not None:
             self._udp_transport.close()
         if self.tcp is not None:
@@ -166,11 +196,21 @@ class Bridge:
             task.cancel()
         drained = True
         if self.ctx is not None:
-            drained = await self.ctx.writer.stop(self.settings.drain_timeout)
+            # A batch stuck in a query that the server never answers cannot be cancelled promptly (asyncpg waits
+            # for the server to confirm the cancel), so the stop stops waiting for the writer after the grace;
+            # closing the pool below cuts its connection.
+            flush_for = max(0.0, flush_until - time.monotonic())
+            stopping = asyncio.ensure_future(self.ctx.writer.stop(flush_for))
+            done, _ = await asyncio.wait({stopping}, timeout=flush_for + WRITER_CANCEL_GRACE)
+            drained = stopping.result() if done else False
+            if not done:
+                log.warning("writer_stop_timed_out", pending=self.ctx.writer.spool.pending)
         if self.spool is not None:
             self.spool.close()
+        if self.recorder is not None:
+            self.recorder.close()
         if self.db is not None:
-            await self.db.close()
+            await self.db.close(CLOSE_TIMEOUT)
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)
         log.info("stopped", seconds=round(time.monotonic() - started, 3), drained=drained)

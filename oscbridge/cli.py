@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,14 @@ from typing import Any
 from oscbridge import __version__
 from oscbridge.config import ConfigError, Settings, load_settings
 from oscbridge.logs import configure_logging, get_logger
+from oscbridge.migrate_sqlite import add_arguments as add_migrate_arguments
+from oscbridge.migrate_sqlite import main as migrate_main
 from oscbridge.osc.transport import PortInUse
 from oscbridge.store.db import SchemaError
 
 EXIT_PORT_IN_USE = 3
+# A second signal within this many seconds of the first is taken as the same request, not as "stop at once".
+SIGNAL_ECHO_WINDOW = 0.2
 EXIT_CONFIG = 78  # EX_CONFIG: launchd's `status` shows it, so a bad setting is diagnosable
 
 log = get_logger("oscbridge.cli")
@@ -59,16 +64,23 @@ async def serve(settings: Settings, install_signals: bool = True) -> int:
 
     bridge = Bridge(settings)
     stop = asyncio.Event()
-    signals_seen = 0
+    first_signal_at: float | None = None
 
     def on_signal(signum: int) -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        if signals_seen == 1:
+        nonlocal first_signal_at
+        now = time.monotonic()
+        if first_signal_at is None:
+            first_signal_at = now
             log.info("stopping", signal=signal.Signals(signum).name)
             stop.set()
+        elif now - first_signal_at < SIGNAL_ECHO_WINDOW:
+            # The same event delivered twice (a wrapper such as `timeout` forwarding the signal it got, or a
+            # terminal's Ctrl-C reaching the process group): not a person asking a second time.
+            log.info("signal_repeated", signal=signal.Signals(signum).name)
         else:
             log.warning("stopping_now", signal=signal.Signals(signum).name)
+            if bridge.embedded is not None:
+                bridge.embedded.stop_now()  # os._exit skips the clean stop; PostgreSQL must not outlive us
             os._exit(1)
 
     loop = asyncio.get_running_loop()
@@ -96,6 +108,13 @@ def cmd_serve(ns: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_file)
     _use_uvloop()
     return asyncio.run(serve(settings))
+
+
+def cmd_doctor(ns: argparse.Namespace) -> int:
+    from oscbridge import doctor
+
+    configure_logging("warning")  # library warnings go to stderr as JSON, never into the report on stdout
+    return doctor.run(_settings(ns), as_json=ns.json)
 
 
 def cmd_db_url(ns: argparse.Namespace) -> int:
@@ -156,10 +175,15 @@ def cmd_call(ns: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def cmd_migrate_sqlite(ns: argparse.Namespace) -> int:
+    configure_logging("warning")
+    return migrate_main(ns, _settings(ns))
+
+
 # Requests whose reply is a list (one message per row), from BRIDGE-API.md.
 LIST_REQUESTS = frozenset({
     "/bridge/mapping/list", "/bridge/plugins", "/bridge/levels", "/bridge/calibrate/probe",
-    "/bridge/message/recent", "/bridge/context/search",
+    "/bridge/message/recent", "/bridge/context/search", "/bridge/stats",
 })
 
 Command = Callable[[argparse.Namespace], int]
@@ -200,6 +224,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("launchd", help="manage the LaunchAgent (macOS): install, uninstall, status, print")
     launchd.add_arguments(p)
     p.set_defaults(func=launchd.run)
+
+    p = sub.add_parser("migrate-sqlite", help="import the legacy track_mappings.db into a project")
+    _add_settings_flags(p)
+    add_migrate_arguments(p)
+    p.set_defaults(func=cmd_migrate_sqlite)
+
+    p = sub.add_parser("doctor", help="check the database, pgvector, schema, Ollama, the OSC port and launchd")
+    _add_settings_flags(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object (for scripts)")
+    p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("db", help="database helpers")
     dbsub = p.add_subparsers(dest="db_command", required=True)

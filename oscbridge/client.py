@@ -17,6 +17,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from oscbridge.memory.client import MemoryCalls
 from oscbridge.osc import slip
 from oscbridge.osc.codec import MalformedDatagram, Message, decode_packet, encode_message
 
@@ -58,7 +59,7 @@ class _Pending:
         self.future.set_result([body])
 
 
-class BridgeClient:
+class BridgeClient(MemoryCalls):
     def __init__(self, host: str, port: int, transport: str) -> None:
         self.host = host
         self.port = port

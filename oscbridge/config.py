@@ -51,6 +51,39 @@ class Settings:
     udp_rcvbuf: int = 4 * 1024 * 1024
     # Seconds SIGTERM may take to drain queued writes before the daemon gives up waiting (launchd kills later).
     drain_timeout: float = 8.0
+    # Conversation memory (docs/memory.md): texts per /api/embed request of the backfill, its deadline, the cap
+    # of the backoff while Ollama is down, how long a search may wait for its query embedding before it answers
+    # without the semantic part, and pgvector's hnsw.ef_search for that part (bench/bench_context_search.py).
+    embed_batch_size: int = 32
+    embed_timeout: float = 30.0
+    embed_retry_max: float = 60.0
+    query_embed_timeout: float = 1.0
+    hnsw_ef_search: int = 200
+    # Plugin hub (docs/plugin-hub.md). Liveness: a streaming plugin silent for `plugin_silence` seconds, an idle
+    # bound plugin every `plugin_probe_interval` seconds, and an assignment unconfirmed after `assign_expiry`
+    # seconds get an RMS probe; `plugin_probe_misses` unanswered probes (`plugin_probe_timeout` s each) = gone.
+    plugin_silence: float = 3.0
+    plugin_probe_interval: float = 30.0
+    plugin_probe_timeout: float = 2.0
+    plugin_probe_misses: int = 3
+    assign_expiry: float = 10.0
+    quarantine_seconds: float = 600.0
+    gone_retention: float = 600.0
+    hub_tick: float = 0.5
+    # Calibration: how long tone acks and probe answers are awaited; track-id assignment retries.
+    calibrate_window: float = 0.5
+    assign_retry_interval: float = 1.0
+    assign_retries: int = 3
+    # The bootstrap ports of plugins (re-adoption of plugins stuck waiting for a port_assignment).
+    ephemeral_base: int = 50000
+    ephemeral_step: int = 100
+    ephemeral_count: int = 100
+    # Fan-out: a subscription lapses without renewal after this long, or after this many send errors since it
+    # last subscribed.
+    subscription_ttl: float = 3600.0
+    subscriber_max_errors: int = 20
+    # Debug rows of plugin control traffic: at most this many a second (a flood is counted, not stored).
+    debug_rows_per_second: int = 1000
 
     @property
     def spool_dir(self) -> Path:

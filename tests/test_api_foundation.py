@@ -20,7 +20,7 @@ async def test_ping_and_status(client: BridgeClient) -> None:
     assert 0.0 <= uptime < 60.0
     status = await client.call("/bridge/status")
     assert len(status) == 6
-    bound, identified, queued, spooled, db_up, ollama_up = status
+    bound, identified, queued, spooled, db_up, _ollama_up = status
     assert (bound, identified, spooled, db_up) == (0, 0, 0, 1)
     assert queued >= 0
 

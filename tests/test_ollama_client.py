@@ -13,9 +13,6 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-# tests/ is a plain directory (no __init__.py), which pytest puts on sys.path for its test modules.
-from tests.fake_ollama import FakeOllama, cosine, fake_embedding
-
 from oscbridge.embed import (
     DEFAULT_BATCH_SIZE,
     DOCUMENT_PREFIX,
@@ -30,6 +27,9 @@ from oscbridge.embed import (
     OllamaUnavailable,
     batched,
 )
+
+# tests/ is a plain directory (no __init__.py), which pytest puts on sys.path for its test modules.
+from tests.fake_ollama import FakeOllama, cosine, fake_embedding
 
 MODEL = "nomic-embed-text"
 DIM = 768

@@ -66,7 +66,7 @@ async def test_one_active_session_and_one_current_row_per_track_and_plugin(conn:
 
 
 async def test_session_must_belong_to_the_project(conn: asyncpg.Connection) -> None:
-    pid_a, sid_a = await _session(conn, "A")
+    _pid_a, sid_a = await _session(conn, "A")
     pid_b, _ = await _session(conn, "B")
     with pytest.raises(asyncpg.ForeignKeyViolationError):
         await conn.execute("INSERT INTO messages (project_id, session_id, role, content) VALUES ($1, $2, 'user', 'x')",

@@ -11,6 +11,18 @@ from oscbridge.state import TrackMapping
 from oscbridge.store.writer import now_ts
 
 
+def set_mapping(ctx: BridgeContext, track_number: int, track_name: str, plugin: str) -> None:
+    """Maps track `track_number` ("name") to plugin id `plugin` in the current project: queued, then in memory.
+    Shared by /bridge/mapping/set and by calibration, which records the mapping once a plugin confirmed it."""
+    state = ctx.state
+    project = state.require()
+    ctx.writer.submit("mapping_set", {
+        "id": str(uuid.uuid4()), "project_id": project.id, "session_id": state.session_id,
+        "track_number": track_number, "track_name": track_name, "plugin_id": plugin, "ts": now_ts(),
+    })
+    project.set_mapping(TrackMapping(track_number, track_name, plugin))
+
+
 class MappingApi:
     def __init__(self, ctx: BridgeContext) -> None:
         self.ctx = ctx
@@ -18,13 +30,7 @@ class MappingApi:
     @request("/bridge/mapping/set", Int("track_number", min=1, max=100_000), Str("track_name", max_len=255),
              plugin_id())
     def set(self, track_number: int, track_name: str, plugin: str) -> tuple[()]:
-        state = self.ctx.state
-        project = state.require()
-        self.ctx.writer.submit("mapping_set", {
-            "id": str(uuid.uuid4()), "project_id": project.id, "session_id": state.session_id,
-            "track_number": track_number, "track_name": track_name, "plugin_id": plugin, "ts": now_ts(),
-        })
-        project.set_mapping(TrackMapping(track_number, track_name, plugin))
+        set_mapping(self.ctx, track_number, track_name, plugin)
         return ()
 
     def _live(self, plugin: str) -> tuple[int, str]:

@@ -1,32 +1,51 @@
-"""Live plugin instances as the bridge knows them, looked up by instance id and by track id (TRn).
+"""Live plugin instances as the bridge knows them, looked up by instance id, by track id (TRn) and by sender.
 
-This is the in-memory side that mapping queries join with: which port and instance a TR id lives on now.
+This is the in-memory side that mapping queries join with: which port and instance a TR id lives on now. A plugin
+sends everything from one socket for its whole life (protocol note 1.1 item 6), so the sender address links
+its tempID, its TR id and its port; the hub keeps `by_sender` for that. The indexes change only through the
+methods below, so they never disagree.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
 STATES = ("requesting", "assigned", "bound", "identified", "failed", "gone")
+LIVE = frozenset(("assigned", "bound", "identified"))
+NEVER = -math.inf  # a monotonic time before anything: "never heard", "never probed"
+
+Addr = tuple[str, int]
 
 
-@dataclass
+@dataclass(slots=True, eq=False)
 class Instance:
     instance_id: str
-    port: int | None = None
+    port: int | None = None  # the port it holds; for a gone instance, the port it last held
     state: str = "requesting"
     plugin_id: str = ""
-    sender: tuple[str, int] | None = None
+    sender: Addr | None = None
     response_port: int | None = None
     first_seen: float = field(default_factory=time.time)
     last_heard: float = field(default_factory=time.monotonic)
+    # Liveness bookkeeping of the hub (monotonic seconds).
+    assigned_at: float = NEVER
+    probe_sent: float = NEVER  # when the outstanding liveness probe went out (NEVER: none outstanding)
+    misses: int = 0
+    changed_at: float = field(default_factory=time.monotonic)  # last state change, for retention of gone ones
+    seen_stored: float = NEVER  # the last_heard value last written to the database
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE
 
 
 class InstanceRegistry:
     def __init__(self) -> None:
         self.by_id: dict[str, Instance] = {}
         self.by_plugin_id: dict[str, Instance] = {}
+        self.by_sender: dict[Addr, Instance] = {}
 
     def get(self, instance_id: str) -> Instance | None:
         return self.by_id.get(instance_id)
@@ -37,3 +56,43 @@ class InstanceRegistry:
 
     def count(self, *states: str) -> int:
         return sum(1 for inst in self.by_id.values() if inst.state in states)
+
+    def add(self, inst: Instance) -> Instance:
+        self.by_id[inst.instance_id] = inst
+        if inst.sender is not None:
+            self.by_sender[inst.sender] = inst
+        if inst.plugin_id:
+            self.by_plugin_id[inst.plugin_id] = inst
+        return inst
+
+    def set_sender(self, inst: Instance, sender: Addr) -> None:
+        if inst.sender == sender:
+            return
+        if inst.sender is not None and self.by_sender.get(inst.sender) is inst:
+            del self.by_sender[inst.sender]
+        inst.sender = sender
+        self.by_sender[sender] = inst
+
+    def set_plugin(self, inst: Instance, plugin_id: str) -> Instance | None:
+        """Gives `inst` track id `plugin_id` ("" = none); returns the instance that carried it before, if any
+        (it no longer does: a TR id belongs to one instance)."""
+        if inst.plugin_id and self.by_plugin_id.get(inst.plugin_id) is inst:
+            del self.by_plugin_id[inst.plugin_id]
+        inst.plugin_id = plugin_id
+        if not plugin_id:
+            return None
+        previous = self.by_plugin_id.get(plugin_id)
+        self.by_plugin_id[plugin_id] = inst
+        if previous is None or previous is inst:
+            return None
+        previous.plugin_id = ""
+        return previous
+
+    def drop(self, inst: Instance) -> None:
+        """Forgets an instance (a gone one past its retention)."""
+        if self.by_id.get(inst.instance_id) is inst:
+            del self.by_id[inst.instance_id]
+        if inst.sender is not None and self.by_sender.get(inst.sender) is inst:
+            del self.by_sender[inst.sender]
+        if inst.plugin_id and self.by_plugin_id.get(inst.plugin_id) is inst:
+            del self.by_plugin_id[inst.plugin_id]

@@ -63,8 +63,10 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 def redact(url: str) -> str:
-    """A URL safe for logs: the password replaced."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    """A URL safe for logs and `oscbridge doctor`: the password replaced, whether in the user info (even one with
+    an unescaped '@' in it) or in a `password=`/`sslpassword=` query option, which libpq URLs also allow."""
+    url = re.sub(r"(://[^:/?#@]+:)[^?#]*@", r"\1***@", url)
+    return re.sub(r"([?&](?:ssl)?password=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
 
 
 class Database:
@@ -126,11 +128,13 @@ class Database:
             raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
         self.mark_up()
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = 5.0) -> None:
+        """Closes the pool gracefully, or cuts its connections after `timeout` (a hung server must not hold up
+        the daemon's stop)."""
         if self.pool is not None:
             pool, self.pool = self.pool, None
             try:
-                await asyncio.wait_for(pool.close(), 5)
+                await asyncio.wait_for(pool.close(), timeout)
             except CONNECTION_ERRORS:
                 pool.terminate()
         self.up = False

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import warnings
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,43 @@ class EmbeddedPostgres:
         if self._server is not None:
             server, self._server = self._server, None
             server.cleanup()
+
+    def stop_now(self) -> None:
+        """Asks the server to shut down without waiting: the second-signal path of `serve` exits at once and
+        cannot wait for `stop`, yet a server left running would outlive the daemon (pg_ctl detaches it).
+
+        SIGINT is PostgreSQL's fast shutdown: open transactions are rolled back and a checkpoint is written, so the
+        next start needs no crash recovery. Like `stop`, it leaves alone a server that another live process uses.
+        """
+        if self._server is None:
+            return
+        self._server = None
+        if any(pid != os.getpid() and _alive(pid) for pid in _handle_pids(self.pgdata)):
+            return
+        pid = _postmaster_pid(self.pgdata)
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGINT)
+            except OSError as exc:
+                log.warning("embedded_stop_now_failed", pid=pid, error=str(exc))
+
+
+def _handle_pids(pgdata: Path) -> list[int]:
+    """The pids the embedded-PostgreSQL helper lists as users of the server in `pgdata`."""
+    try:
+        pids = json.loads((pgdata / ".handle_pids.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [pid for pid in pids if isinstance(pid, int)] if isinstance(pids, list) else []
+
+
+def _postmaster_pid(pgdata: Path) -> int | None:
+    """The pid of the server running in `pgdata`, from its postmaster.pid, or None when none is running."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+    return pid if _alive(pid) else None
 
 
 def _forget_dead_handles(pgdata: Path) -> None:

@@ -37,7 +37,7 @@ class Spool:
         self.pending = sum(1 for _ in self._lines_from(self.offset))
         self.appended = 0  # sequence number of the last appended op in this process
         self.committed = 0  # sequence number of the last committed op in this process
-        self._base = self.pending  # ops inherited from a previous run count before ours
+        self.inherited = self.pending  # ops left by a previous run: they come first and are written first
 
     def _repair_tail(self) -> None:
         """Drops a half-written last line left by a crash in the middle of a write (it was never acknowledged)."""
@@ -101,9 +101,9 @@ class Spool:
         """Marks everything before `end` as written to PostgreSQL; truncates the file once all is written."""
         self.offset = end
         self.pending -= count
-        inherited = min(self._base, count)
-        self._base -= inherited
-        self.committed += count - inherited
+        from_before = min(self.inherited, count)
+        self.inherited -= from_before
+        self.committed += count - from_before
         if self.offset >= self.path.stat().st_size:
             self._writer.truncate(0)
             self.offset = 0

@@ -86,9 +86,10 @@ class Writer:
         return 0 if self.db.up else self.spool.pending
 
     async def wait_committed(self, seq: int, timeout: float) -> bool:
-        """Waits until the write with sequence `seq` (and all before it) is in PostgreSQL."""
+        """Waits until the write with sequence `seq` and all before it, including those a previous run left in
+        the spool, are in PostgreSQL."""
         deadline = time.monotonic() + timeout
-        while self.spool.committed < seq:
+        while self.spool.committed < seq or self.spool.inherited:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
@@ -96,7 +97,7 @@ class Writer:
             try:
                 await asyncio.wait_for(self._committed.wait(), remaining)
             except TimeoutError:
-                return self.spool.committed >= seq
+                return self.spool.committed >= seq and not self.spool.inherited
         return True
 
     async def flush(self, timeout: float) -> bool:

@@ -1,0 +1,136 @@
+"""Fan-out: subscribers get the plugin traffic and the `/bridge/event/*` events that match their patterns.
+
+A subscriber is (host of the request, port); it may hold several patterns. Each gets its own *connected* UDP
+socket: on a connected socket a datagram to a port nobody listens on comes back as ECONNREFUSED on a later send
+(ICMP port unreachable), which the shared unconnected socket never reports. So a subscriber that has gone away is
+seen, and dropped after `max_errors` refused sends since it last subscribed. A subscription also lapses when it
+is not renewed (subscribe again, same arguments) within `ttl` seconds. Which subscribers an address goes to is
+computed once per address and cached until the subscriptions change, so the telemetry path is a dict lookup.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from dataclasses import dataclass, field
+
+Addr = tuple[str, int]
+
+_CACHE_LIMIT = 1024
+
+
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """An OSC 1.0 address pattern as a regex: `*` and `?` stay within one path segment, `[abc]`, `[a-z]`,
+    `[!a-z]` are character classes, `{foo,bar}` are alternatives. Raises ValueError for an unclosed bracket."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        if ch == "*":
+            out.append("[^/]*")
+        elif ch == "?":
+            out.append("[^/]")
+        elif ch == "[":
+            end = pattern.find("]", i + 1)
+            if end < 0:
+                raise ValueError(f"unclosed '[' at character {i}")
+            body = pattern[i + 1 : end]
+            negate = body.startswith("!")
+            body = body[1:] if negate else body
+            chars = "".join("-" if c == "-" and 0 < k < len(body) - 1 else re.escape(c)
+                            for k, c in enumerate(body))
+            out.append(f"[^/{chars}]" if negate else f"[{chars}]")
+            i = end
+        elif ch == "{":
+            end = pattern.find("}", i + 1)
+            if end < 0:
+                raise ValueError(f"unclosed '{{' at character {i}")
+            options = pattern[i + 1 : end].split(",")
+            out.append("(?:" + "|".join(re.escape(o) for o in options) + ")")
+            i = end
+        else:
+            out.append(re.escape(ch))
+        i += 1
+    return re.compile("".join(out))
+
+
+@dataclass(eq=False)
+class Subscriber:
+    addr: Addr
+    sock: socket.socket
+    renewed: float  # monotonic
+    patterns: dict[str, re.Pattern[str]] = field(default_factory=dict)
+    errors: int = 0
+    sent: int = 0
+
+    def matches(self, address: str) -> bool:
+        return any(p.fullmatch(address) for p in self.patterns.values())
+
+
+class Fanout:
+    def __init__(self, ttl: float, max_errors: int) -> None:
+        self.ttl = ttl
+        self.max_errors = max_errors
+        self.subscribers: dict[Addr, Subscriber] = {}
+        self._routes: dict[str, tuple[Subscriber, ...]] = {}
+        self.dropped = 0
+
+    def subscribe(self, addr: Addr, pattern: str, now: float) -> None:
+        """Adds `pattern` for `addr` (or renews it); raises ValueError for a bad pattern, OSError for a bad host."""
+        compiled = compile_pattern(pattern)
+        sub = self.subscribers.get(addr)
+        if sub is None:
+            sock = socket.socket(socket.AF_INET6 if ":" in addr[0] else socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                sock.setblocking(False)
+                sock.connect(addr)
+            except OSError:
+                sock.close()
+                raise
+            sub = self.subscribers[addr] = Subscriber(addr, sock, now)
+        sub.patterns[pattern] = compiled
+        sub.renewed = now
+        sub.errors = 0
+        self._routes.clear()
+
+    def unsubscribe(self, addr: Addr) -> bool:
+        sub = self.subscribers.pop(addr, None)
+        if sub is None:
+            return False
+        sub.sock.close()
+        self._routes.clear()
+        return True
+
+    def route(self, address: str) -> tuple[Subscriber, ...]:
+        """The subscribers whose patterns match `address` (cached per address)."""
+        subs = self._routes.get(address)
+        if subs is None:
+            if len(self._routes) >= _CACHE_LIMIT:
+                self._routes.clear()
+            subs = self._routes[address] = tuple(s for s in self.subscribers.values() if s.matches(address))
+        return subs
+
+    def send(self, subs: tuple[Subscriber, ...], data: bytes) -> None:
+        for sub in subs:
+            try:
+                sub.sock.send(data)
+            except OSError:
+                # Refused (nobody listens), or its buffer is full (it does not read): both count.
+                sub.errors += 1
+                if sub.errors >= self.max_errors:
+                    self.dropped += 1
+                    self.unsubscribe(sub.addr)
+                continue
+            sub.sent += 1
+
+    def expire(self, now: float) -> int:
+        """Drops subscriptions not renewed within the time to live; returns how many."""
+        lapsed = [addr for addr, sub in self.subscribers.items() if now - sub.renewed > self.ttl]
+        for addr in lapsed:
+            self.unsubscribe(addr)
+        self.dropped += len(lapsed)
+        return len(lapsed)
+
+    def close(self) -> None:
+        for addr in list(self.subscribers):
+            self.unsubscribe(addr)

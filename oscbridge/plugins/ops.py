@@ -1,0 +1,116 @@
+"""Write kinds of the plugin hub: instance rows (the pool as handed out) and port quarantine, plus the load at start.
+
+Debug traffic rows use the foundation's `debug_row` kind (COPY, idempotent by id). Both appliers here are
+idempotent upserts keyed by instance id or port, and an older operation never overwrites a newer row, so a spool
+replay after a crash is harmless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from oscbridge.plugins.pool import Quarantine
+from oscbridge.plugins.registry import Instance
+from oscbridge.store.writer import OpKind, ts_to_dt
+
+LIVE_STATES = ("assigned", "bound", "identified")
+
+
+def instance_op(inst: Instance, ts: float, last_seen: float) -> dict[str, Any]:
+    """The `plugin_instance` operation for the instance's current state (`ts`, `last_seen`: wall-clock)."""
+    return {
+        "instance_id": inst.instance_id, "port": inst.port, "state": inst.state, "plugin_id": inst.plugin_id or None,
+        "sender_host": inst.sender[0] if inst.sender else None, "sender_port": inst.sender[1] if inst.sender else None,
+        "response_port": inst.response_port, "first_seen": inst.first_seen, "last_seen": last_seen, "ts": ts,
+    }
+
+
+def quarantine_op(entry: Quarantine) -> dict[str, Any]:
+    return {"port": entry.port, "reason": entry.reason, "since": entry.since, "until": entry.until}
+
+
+async def _apply_instances(conn: asyncpg.Connection, ops: list[dict[str, Any]]) -> None:
+    for op in ops:
+        at = ts_to_dt(op["ts"])
+        if op["state"] in LIVE_STATES and op["port"] is not None:
+            # A port belongs to one live instance: whoever held it before is not on it any more.
+            await conn.execute(
+                """
+                UPDATE plugin_instances SET state = 'gone', updated_at = $3
+                WHERE port = $1 AND instance_id <> $2 AND state IN ('assigned', 'bound', 'identified')
+                """,
+                op["port"], op["instance_id"], at,
+            )
+        await conn.execute(
+            """
+            INSERT INTO plugin_instances (instance_id, port, state, plugin_id, sender_host, sender_port,
+                                          response_port, first_seen, last_seen, updated_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            ON CONFLICT (instance_id) DO UPDATE
+               SET port = EXCLUDED.port, state = EXCLUDED.state, plugin_id = EXCLUDED.plugin_id,
+                   sender_host = EXCLUDED.sender_host, sender_port = EXCLUDED.sender_port,
+                   response_port = EXCLUDED.response_port,
+                   last_seen = greatest(plugin_instances.last_seen, EXCLUDED.last_seen),
+                   updated_at = EXCLUDED.updated_at
+             WHERE plugin_instances.updated_at <= EXCLUDED.updated_at
+            """,
+            op["instance_id"], op["port"], op["state"], op["plugin_id"], op["sender_host"], op["sender_port"],
+            op["response_port"], ts_to_dt(op["first_seen"]), ts_to_dt(op["last_seen"]), at,
+        )
+
+
+async def _apply_quarantine(conn: asyncpg.Connection, ops: list[dict[str, Any]]) -> None:
+    await conn.executemany(
+        """
+        INSERT INTO port_quarantine (port, reason, since, until) VALUES ($1, $2, $3, $4)
+        ON CONFLICT (port) DO UPDATE SET reason = EXCLUDED.reason, since = EXCLUDED.since, until = EXCLUDED.until
+         WHERE port_quarantine.since <= EXCLUDED.since
+        """,
+        [(op["port"], op["reason"], ts_to_dt(op["since"]), ts_to_dt(op["until"])) for op in ops],
+    )
+
+
+HUB_OPS = (
+    OpKind("plugin_instance", _apply_instances),
+    OpKind("port_quarantine", _apply_quarantine),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredInstance:
+    instance_id: str
+    port: int
+    state: str
+    plugin_id: str
+    sender: tuple[str, int] | None
+    response_port: int | None
+    first_seen: float
+
+
+async def load_pool(conn: asyncpg.Connection) -> tuple[list[StoredInstance], list[Quarantine]]:
+    """The instances that held a port when the last bridge stopped, and the quarantines still running."""
+    rows = await conn.fetch(
+        """
+        SELECT instance_id, port, state, COALESCE(plugin_id, '') AS plugin_id, sender_host, sender_port,
+               response_port, extract(epoch FROM first_seen)::float8 AS first_seen
+        FROM plugin_instances WHERE state IN ('assigned', 'bound', 'identified') AND port IS NOT NULL
+        ORDER BY updated_at
+        """
+    )
+    instances = [
+        StoredInstance(r["instance_id"], r["port"], r["state"], r["plugin_id"],
+                       (r["sender_host"], r["sender_port"]) if r["sender_host"] and r["sender_port"] else None,
+                       r["response_port"], r["first_seen"])
+        for r in rows
+    ]
+    quarantine = [
+        Quarantine(r["port"], r["reason"], r["since"], r["until"])
+        for r in await conn.fetch(
+            "SELECT port, reason, extract(epoch FROM since)::float8 AS since, extract(epoch FROM until)::float8 "
+            "AS until FROM port_quarantine WHERE until > now()"
+        )
+    ]
+    return instances, quarantine
