@@ -9,6 +9,7 @@ stop the embedded server.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,9 @@ class Bridge:
             await component.start()
         if not self.db.up:
             self._background.append(loop.create_task(self._reconnect_loop()))
+        # Everything allocated so far (modules, schema text, pools) lives as long as the daemon: moving it out of
+        # the collector's reach keeps full collections, which run on the receive path, short.
+        gc.freeze()
         log.info("ready", host=settings.host, port=settings.osc_port, database=db_kind,
                  database_up=self.db.up, **info)
 
