@@ -18,10 +18,10 @@ What it does (numbers only; not a test):
    8-24 words from a Zipf-distributed general vocabulary mixed with words of the message's topic, so the
    keyword list has both rare and very common terms to deal with.
 4. Runs a bridge in-process (on uvloop, like `oscbridge serve`) whose query embeddings come from a fake Ollama
-   on loopback (the FakeOllama of the tests, told before each query which vector to answer with), and sends
-   the queries over OSC/TCP with limit 10. Reported: end-to-end latency, the same minus the time spent in the
-   query embedding (measured inside the bridge), and the hybrid SQL alone on a direct connection (the "search
-   part").
+   (an httpx transport answering /api/embed in Ollama's JSON with the query's vector; the embedding worker talks
+   to the tests' FakeOllama on loopback), and sends the queries over OSC/TCP with limit 10. Reported: end-to-end
+   latency, the same minus the time spent in the query embedding (measured inside the bridge), and the hybrid
+   SQL alone on a direct connection (the "search part").
 5. Recall@10 of the semantic list (HNSW, iterative scan, project filter) against an exact scan of the same
    project (index scans off), for several ef_search values, on the target project and on a 25k project.
 """
@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 from pgvector.asyncpg import register_vector
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.fake_ollama when run as a script
@@ -53,6 +54,7 @@ import tests.fake_ollama
 from oscbridge.app import Bridge
 from oscbridge.client import BridgeClient
 from oscbridge.config import Settings
+from oscbridge.embed import OllamaClient
 from oscbridge.logs import configure_logging
 from oscbridge.memory.component import MemoryComponent
 from oscbridge.memory.search import HybridSearch
@@ -204,13 +206,25 @@ def percentiles(samples: list[float]) -> str:
     return f"p50 {p50 * 1000:6.2f} ms   p95 {p95 * 1000:6.2f} ms   max {ordered[-1] * 1000:6.2f} ms"
 
 
-async def over_osc(settings: Settings, fake: FakeOllama, queries: list[tuple[list[float], str]],
+async def over_osc(settings: Settings, queries: list[tuple[list[float], str]],
                    target: str) -> tuple[list[float], list[float], int]:
-    """End-to-end latencies and the same minus the query embedding time; also how many hits were semantic."""
+    """End-to-end latencies and the same minus the query embedding time; also how many results had a semantic hit.
+
+    The bridge's query embeddings come from a fake Ollama inside this process (an httpx transport answering
+    /api/embed in Ollama's JSON with the vector of the current query): a loopback server thread would compete with
+    the bridge for the GIL and inflate the figures, which a real Ollama process does not."""
+    current: list[list[float]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"model": MODEL, "embeddings": [current[-1]]})
+
     bridge = Bridge(settings)
     await bridge.start()
     (memory,) = [c for c in bridge.components if isinstance(c, MemoryComponent)]
     worker = memory.worker
+    await worker.queries.close()
+    worker.queries = OllamaClient(settings.ollama_url, MODEL, DIM, settings.query_embed_timeout,
+                                  transport=httpx.MockTransport(answer))
     embed_times: list[float] = []
     original = worker.queries.embed_query
 
@@ -234,7 +248,7 @@ async def over_osc(settings: Settings, fake: FakeOllama, queries: list[tuple[lis
         search_only: list[float] = []
         semantic_hits = 0
         for i, (vector, text) in enumerate(queries[:20] + queries):  # the first 20 warm up
-            fake.set_override("/api/embed", 200, {"model": MODEL, "embeddings": [vector]})
+            current.append(vector)
             before = len(embed_times)
             started = time.perf_counter()
             hits = await client.context_search(text, limit=10, timeout=10)
@@ -337,10 +351,10 @@ async def main() -> None:
             ids = await load(url, corpus, projects)
             queries = [corpus.query() for _ in range(args.queries)]
 
-            with FakeOllama() as fake:
+            with FakeOllama() as fake:  # for the embedding worker's own checks
                 settings = Settings(host="127.0.0.1", osc_port=free_port(), data_dir=base / "data",
                                     database_url=url, ollama_url=fake.url)
-                total, search_only, semantic = await over_osc(settings, fake, queries, target)
+                total, search_only, semantic = await over_osc(settings, queries, target)
             loadavg = ", ".join(f"{x:.1f}" for x in os.getloadavg())
             print(f"\n/bridge/context/search over OSC/TCP, limit 10, {len(total)} queries, ef_search {default_ef} "
                   f"(load average {loadavg} on {os.cpu_count()} cores):")
