@@ -102,7 +102,6 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS idx_messages_project_created ON messages (project_id, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS idx_messages_session_created ON messages (session_id, created_at DESC);
 CREATE INDEX IF NOT EXISTS idx_messages_key_decisions ON messages (project_id, created_at DESC) WHERE is_key_decision;
-CREATE INDEX IF NOT EXISTS idx_messages_unembedded ON messages (created_at) WHERE embedding IS NULL;
 -- The embedding worker's queue: messages still to be embedded (embedding_model NULL = saved with embed 0).
 CREATE INDEX IF NOT EXISTS idx_messages_embed_pending ON messages (created_at)
     WHERE embedding IS NULL AND embedding_model IS NOT NULL;

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
+import psutil  # type: ignore[import-untyped]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -222,7 +222,7 @@ def main() -> int:
             ours += measure_latency(bridge.port, request, ns.requests // rounds, warmup=50)
         for samples in (floor, loop_echo, ours):
             samples.sort()
-        rows = [("server", "p50 µs", "p99 µs", "mean µs")]
+        rows: list[tuple[str, ...]] = [("server", "p50 µs", "p99 µs", "mean µs")]
         for name, samples in (("bare Python UDP echo (floor)", floor), ("asyncio+uvloop UDP echo", loop_echo),
                               ("oscbridge /bridge/mapping/track", ours)):
             rows.append((name, f"{percentile(samples, 0.5):.1f}", f"{percentile(samples, 0.99):.1f}",

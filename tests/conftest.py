@@ -9,6 +9,7 @@ import subprocess
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -97,12 +98,21 @@ def make_settings(tmp_path: Path, database_url: str | None, **overrides: Any) ->
                     data_dir=tmp_path / "data", database_url=database_url, **overrides)
 
 
+@asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Bridge]:
+    """A bridge started with `settings` and stopped at the end of the block."""
+    bridge = Bridge(settings)
+    await bridge.start()
+    try:
+        yield bridge
+    finally:
+        await bridge.stop()
+
+
 @pytest.fixture
 async def bridge(tmp_path: Path, database_url: str) -> AsyncIterator[Bridge]:
-    running = Bridge(make_settings(tmp_path, database_url))
-    await running.start()
-    yield running
-    await running.stop()
+    async with running(make_settings(tmp_path, database_url)) as b:
+        yield b
 
 
 @pytest.fixture(params=["udp", "tcp"])

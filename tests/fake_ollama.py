@@ -106,6 +106,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, like Ollama's Go server, so the client's pool is exercised
     server: _Server
     server_version = "fake-ollama"
+    disable_nagle_algorithm = True  # small JSON answers must not wait for delayed ACKs (~40 ms each)
 
     def setup(self) -> None:
         super().setup()

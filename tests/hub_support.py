@@ -11,12 +11,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from oscbridge.app import Bridge
 from oscbridge.client import BridgeClient
 from oscbridge.config import Settings
 from oscbridge.osc.codec import Message, decode_packet
 from oscbridge.sim.plugin import SimConfig, build_message
 from tests.conftest import make_settings
+from tests.conftest import running as running  # re-exported for the hub tests
 
 FAST = {
     "plugin_silence": 0.4,
@@ -67,14 +67,6 @@ def sim_config(settings: Settings, **overrides: Any) -> SimConfig:
     return SimConfig(**values)
 
 
-@asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Bridge]:
-    bridge = Bridge(settings)
-    await bridge.start()
-    try:
-        yield bridge
-    finally:
-        await bridge.stop()
 
 
 class Listener(asyncio.DatagramProtocol):

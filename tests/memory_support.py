@@ -5,8 +5,6 @@ defines its small fixtures on top of these functions."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from oscbridge.memory.api import MemoryApi
 from oscbridge.memory.component import MemoryComponent
 from oscbridge.memory.worker import EmbeddingWorker
 from tests.conftest import make_settings, wait_until
+from tests.conftest import running as running  # re-exported for the memory tests
 from tests.fake_ollama import FakeOllama
 
 # Short enough for tests, long enough that a loaded 2-core machine does not time out healthy requests.
@@ -28,14 +27,6 @@ def memory_settings(tmp_path: Path, database_url: str, fake: FakeOllama, **overr
     return make_settings(tmp_path, database_url, ollama_url=fake.url, **{**FAST, **overrides})
 
 
-@asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Bridge]:
-    bridge = Bridge(settings)
-    await bridge.start()
-    try:
-        yield bridge
-    finally:
-        await bridge.stop()
 
 
 def component(bridge: Bridge) -> MemoryComponent:

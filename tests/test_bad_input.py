@@ -133,3 +133,10 @@ async def test_bundles_are_unpacked(udp_client: BridgeClient, bridge: Bridge) ->
     udp_client.send_bytes(bundle.build().dgram)
     rows = await udp_client.rows("/bridge/mapping/list")
     assert [r[:3] for r in rows] == [[1, "Kick", "TR1"], [2, "Snare", "TR2"]]
+
+
+async def test_json_that_postgres_would_refuse_is_refused_before_it_is_acknowledged(client: BridgeClient) -> None:
+    for payload, words in (('{"x": NaN}', "NaN"), ('{"x": 1e999}', "NaN and Infinity"),
+                           ('{"x": "a\\u0000b"}', "\\u0000"), ('["\\ud800"]', "surrogate")):
+        code, message = await error_of(client, "/bridge/debug/log", "a", "", "log", "x", payload, "info")
+        assert code == "bad_request" and words in message

@@ -33,7 +33,7 @@ class Daemon:
             if not line:
                 raise AssertionError(f"daemon exited ({self.proc.wait()}) before {event!r}: {self.events}")
             try:
-                record = json.loads(line)
+                record: dict[str, object] = json.loads(line)
             except json.JSONDecodeError:
                 continue
             self.events.append(record)

@@ -29,13 +29,6 @@ async def bridge(tmp_path: Path, database_url: str, fake: FakeOllama) -> AsyncIt
         yield b
 
 
-@pytest.fixture(params=["udp", "tcp"])
-async def client(request: pytest.FixtureRequest, bridge: Bridge) -> AsyncIterator[BridgeClient]:
-    c = await BridgeClient.connect("127.0.0.1", bridge.port, transport=request.param)
-    yield c
-    await c.close()
-
-
 @pytest.fixture
 async def tcp(bridge: Bridge) -> AsyncIterator[BridgeClient]:
     c = await BridgeClient.connect("127.0.0.1", bridge.port, transport="tcp")

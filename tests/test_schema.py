@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -12,7 +13,7 @@ from oscbridge.store.db import SchemaError, apply_schema, schema_path
 
 
 @pytest.fixture
-async def conn(database_url: str) -> asyncpg.Connection:
+async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     c = await asyncpg.connect(database_url)
     await apply_schema(c)
     yield c

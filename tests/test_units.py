@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pythonosc.osc_message import OscMessage
+from pythonosc.osc_message_builder import OscMessageBuilder
 
 from oscbridge.api.params import BridgeError, Float, Int, Str, convert_args, plugin_id
 from oscbridge.config import ConfigError, load_settings
@@ -54,8 +57,7 @@ def test_bundle_is_flattened() -> None:
     assert [(m.address, m.args) for m in messages] == [("/a", [1]), ("/b", [2])]
 
 
-def _msg(address: str, value: int) -> object:
-    from pythonosc.osc_message_builder import OscMessageBuilder
+def _msg(address: str, value: int) -> OscMessage:
 
     builder = OscMessageBuilder(address)
     builder.add_arg(value)
@@ -79,9 +81,11 @@ def test_params() -> None:
     specs = (Int("n", min=1), Str("name", max_len=5), plugin_id(), Float("f", default=137.0))
     assert convert_args(specs, [2.0, "abc", "TR9"]) == [2, "abc", "TR9", 137.0]
     assert convert_args(specs, [True and 3, "", "TR1", 1]) == [3, "", "TR1", 1.0]
-    for args, words in [([True, "a", "TR1"], "whole number"), ([1, "abcdef", "TR1"], "at most 5"),
-                        ([1, "a", "XR1"], "start with 'TR'"), ([1], "expected 3 to 4"),
-                        ([1, "a", "TR1", float("nan")], "finite")]:
+    cases: list[tuple[list[Any], str]] = [
+        ([True, "a", "TR1"], "whole number"), ([1, "abcdef", "TR1"], "at most 5"),
+        ([1, "a", "XR1"], "start with 'TR'"), ([1], "expected 3 to 4"), ([1, "a", "TR1", float("nan")], "finite"),
+    ]
+    for args, words in cases:
         with pytest.raises(BridgeError) as err:
             convert_args(specs, args)
         assert err.value.code == "bad_request" and words in err.value.message
@@ -140,10 +144,8 @@ ORACLE_CASES = [
 
 
 @pytest.mark.parametrize(("address", "args"), ORACLE_CASES)
-def test_encoder_and_decoder_agree_with_python_osc(address: str, args: list[object]) -> None:
+def test_encoder_and_decoder_agree_with_python_osc(address: str, args: list[Any]) -> None:
     """python-osc is the oracle for our struct-based codec: same bytes out, same values back."""
-    from pythonosc.osc_message import OscMessage
-    from pythonosc.osc_message_builder import OscMessageBuilder
 
     builder = OscMessageBuilder(address)
     for value in args:
@@ -157,7 +159,6 @@ def test_encoder_and_decoder_agree_with_python_osc(address: str, args: list[obje
 
 
 def test_rare_types_decode_through_python_osc() -> None:
-    from pythonosc.osc_message_builder import OscMessageBuilder
 
     builder = OscMessageBuilder("/rare")
     builder.add_arg(0x11223344, "r")

@@ -295,7 +295,8 @@ class EmbeddingWorker:
         if status == "up":
             if changed:
                 log.info("ollama_up", url=self.documents.url, model=self.model)
-            self.last_error = None
+            if self.schema_ok:  # a refused dimension change stays the reason nothing is embedded
+                self.last_error = None
             return
         self.last_error = text
         if not changed:
