@@ -135,28 +135,15 @@ class PluginHub:
     # -- the telemetry stream (hot) --------------------------------------------------------------------------
 
     def _on_telemetry(self, message: Message, addr: Addr) -> None:
-        if not message.tags.startswith("sfffff") or self._in_bundle():
-            self._bad_shape(message, addr, "sfffff")
-            return
-        args = message.args
-        level = self.levels.tracks.get(args[0]) or self._new_track(message, addr)
-        if level is None:
-            return
-        now = time.monotonic()
-        level.rms = args[1]
-        level.low = args[2]
-        level.low_mid = args[3]
-        level.high_mid = args[4]
-        level.high = args[5]
-        level.updated = now
-        self._heard(args[0], addr, now)
-        subs = self.fanout.route(TELEMETRY)
-        if subs:
-            self.fanout.send(subs, self._raw())
+        self._on_level(message, addr, "sfffff", TELEMETRY)
 
     def _on_rms(self, message: Message, addr: Addr) -> None:
-        if not message.tags.startswith("sf") or self._in_bundle():
-            self._bad_shape(message, addr, "sf")
+        self._on_level(message, addr, "sf", RMS)
+
+    def _on_level(self, message: Message, addr: Addr, shape: str, address: str) -> None:
+        """`/aiplayer/telemetry ,sfffff` (rms and four bands) or `/aiplayer/rms ,sf`: the track's latest levels."""
+        if not message.tags.startswith(shape) or self._in_bundle():
+            self._bad_shape(message, addr, shape)
             return
         args = message.args
         level = self.levels.tracks.get(args[0]) or self._new_track(message, addr)
@@ -164,9 +151,11 @@ class PluginHub:
             return
         now = time.monotonic()
         level.rms = args[1]
+        if len(shape) == 6:
+            level.low, level.low_mid, level.high_mid, level.high = args[2], args[3], args[4], args[5]
         level.updated = now
         self._heard(args[0], addr, now)
-        subs = self.fanout.route(RMS)
+        subs = self.fanout.route(address)
         if subs:
             self.fanout.send(subs, self._raw())
 
