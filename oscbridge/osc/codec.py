@@ -12,8 +12,7 @@ from __future__ import annotations
 import base64
 import math
 import struct
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pythonosc.osc_bundle import OscBundle
 from pythonosc.osc_message import OscMessage, ParseError
@@ -25,8 +24,7 @@ class MalformedDatagram(ValueError):
     """The bytes are not an OSC message or bundle the bridge can read; the text says why."""
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
     """One decoded OSC message: address, Python values, and their OSC type tags (without the comma)."""
 
     address: str
@@ -64,44 +62,53 @@ def decode_message(data: bytes) -> Message:
     if len(data) % 4 != 0:
         raise MalformedDatagram(f"length {len(data)} is not a multiple of 4")
     address, index = _string_at(data, 0)
-    if index >= len(data):
+    size = len(data)
+    if index >= size:
         return Message(address, [], "")
     if data[index] != 0x2C:  # ","
         raise MalformedDatagram("type tag string does not start with ','")
     tag_string, index = _string_at(data, index)
     tags = tag_string[1:]
     args: list[Any] = []
+    append = args.append
     try:
         for tag in tags:
             if tag == "s":
-                value, index = _string_at(data, index)
-                args.append(value)
+                end = data.find(b"\0", index)
+                if end < 0:
+                    raise MalformedDatagram("string is not NUL-terminated")
+                append(data[index:end].decode("utf-8"))
+                index = (end + 4) & ~3
+                if index > size:
+                    raise MalformedDatagram("string padding runs past the end")
             elif tag == "f":
-                args.append(_FLOAT.unpack_from(data, index)[0])
+                append(_FLOAT.unpack_from(data, index)[0])
                 index += 4
             elif tag == "i":
-                args.append(_INT.unpack_from(data, index)[0])
+                append(_INT.unpack_from(data, index)[0])
                 index += 4
             elif tag in "TFN":
-                args.append(True if tag == "T" else False if tag == "F" else None)
+                append(True if tag == "T" else False if tag == "F" else None)
             elif tag == "h":
-                args.append(_INT64.unpack_from(data, index)[0])
+                append(_INT64.unpack_from(data, index)[0])
                 index += 8
             elif tag == "d":
-                args.append(_DOUBLE.unpack_from(data, index)[0])
+                append(_DOUBLE.unpack_from(data, index)[0])
                 index += 8
             elif tag == "b":
-                size = _INT.unpack_from(data, index)[0]
-                if size < 0 or index + 4 + size > len(data):
+                length = _INT.unpack_from(data, index)[0]
+                if length < 0 or index + 4 + length > size:
                     raise MalformedDatagram("blob runs past the end")
-                args.append(data[index + 4 : index + 4 + size])
-                index += 4 + ((size + 3) & ~3)
+                append(data[index + 4 : index + 4 + length])
+                index += 4 + ((length + 3) & ~3)
             elif tag in "trm":
                 return _decode_with_python_osc(data, address, tags)
             else:
                 raise MalformedDatagram(f"unsupported type tag {tag!r}")
     except struct.error as exc:
         raise MalformedDatagram(f"argument data is truncated: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise MalformedDatagram("string is not UTF-8") from exc
     return Message(address, args, tags)
 
 
@@ -138,6 +145,7 @@ def decode_packet(data: bytes) -> list[Message]:
     raise MalformedDatagram("does not start with '/' or '#bundle'")
 
 
+# Exact types only (bool is not int here); ints go through tag_for for the 32-bit range check.
 _TAG_BY_TYPE: dict[type, str] = {str: "s", float: "f", bytes: "b", bytearray: "b", type(None): "N"}
 
 
@@ -163,6 +171,14 @@ def tag_for(value: Any) -> str:
 
 # NUL padding after a string of length n: _NULS[n % 4] (always at least one NUL).
 _NULS = (b"\0\0\0\0", b"\0\0\0", b"\0\0", b"\0")
+# Encoded address + type tags of the messages the bridge sends again and again (replies, plugin messages).
+# Bounded, because a client can make the bridge answer on addresses of its choosing.
+_HEADS: dict[tuple[str, str], bytes] = {}
+_HEADS_MAX = 512
+
+
+def _pad(raw: bytes) -> bytes:
+    return raw + _NULS[len(raw) & 3]
 
 
 def encode_message(address: str, args: list[Any] | tuple[Any, ...] = (), tags: str | None = None) -> bytes:
@@ -172,13 +188,15 @@ def encode_message(address: str, args: list[Any] | tuple[Any, ...] = (), tags: s
     ~14 µs a reply; tests check the bytes against python-osc's builder for every type used.
     """
     if tags is None:
-        tags = "".join([tag_for(value) for value in args])
+        tags = "".join([_TAG_BY_TYPE.get(type(value)) or tag_for(value) for value in args])
     elif len(tags) != len(args):
         raise ValueError(f"cannot encode {address}: {len(tags)} tags for {len(args)} arguments")
-    raw = address.encode()
-    parts = [raw, _NULS[len(raw) & 3]]
-    raw = ("," + tags).encode()
-    parts += (raw, _NULS[len(raw) & 3])
+    head = _HEADS.get((address, tags))
+    if head is None:
+        head = _pad(address.encode()) + _pad(("," + tags).encode())
+        if len(_HEADS) < _HEADS_MAX:
+            _HEADS[(address, tags)] = head
+    parts = [head]
     for tag, value in zip(tags, args, strict=True):
         try:
             if tag == "s":
