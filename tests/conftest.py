@@ -20,6 +20,7 @@ from oscbridge.app import Bridge
 from oscbridge.client import BridgeClient
 from oscbridge.config import Settings
 from oscbridge.logs import configure_logging
+from tests.fake_ollama import FakeOllama
 
 configure_logging("warning")
 
@@ -86,6 +87,13 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
     server = EmbeddedServer(tmp_path_factory.mktemp("pg") / "pgdata")
     yield server
     server.cleanup()
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOllama]:
+    """An Ollama-compatible server on loopback that a test can slow down, break and repair."""
+    with FakeOllama() as server:
+        yield server
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,12 +15,6 @@ from oscbridge.client import BridgeClient, BridgeRequestError
 from oscbridge.memory.api import MAX_CONTENT
 from tests.fake_ollama import FakeOllama
 from tests.memory_support import fetch, fetchval, memory_settings, running, wait_embedded, wait_ready
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeOllama]:
-    with FakeOllama() as server:
-        yield server
 
 
 @pytest.fixture

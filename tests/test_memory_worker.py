@@ -5,7 +5,7 @@ the dimension check at start changes an empty column or refuses with an explanat
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -27,12 +27,6 @@ from tests.memory_support import (
 )
 
 EMBEDDED = "SELECT count(*) FROM messages WHERE embedding IS NOT NULL"
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeOllama]:
-    with FakeOllama() as server:
-        yield server
 
 
 async def connect(bridge: Bridge) -> BridgeClient:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -33,12 +33,6 @@ from tests.fake_ollama import FakeOllama, cosine, fake_embedding
 
 MODEL = "nomic-embed-text"
 DIM = 768
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeOllama]:
-    with FakeOllama() as server:
-        yield server
 
 
 @pytest.fixture
