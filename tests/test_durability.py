@@ -156,3 +156,28 @@ async def test_bridge_starts_and_serves_when_the_database_is_unreachable(tmp_pat
                 raise AssertionError(exc) from exc
     finally:
         await bridge.stop()
+
+
+async def test_the_writer_survives_an_unforeseen_error_and_retries_the_batch(bridge: Bridge, database_url: str) -> None:
+    from oscbridge.store.writer import OpKind
+
+    assert bridge.ctx is not None
+    calls: list[int] = []
+
+    async def flaky(conn: asyncpg.Connection, ops: list[dict[str, object]]) -> None:
+        calls.append(len(ops))
+        if len(calls) == 1:
+            raise RuntimeError("an applier bug or a driver in a state nobody expected")
+        await conn.execute("SELECT 1")
+
+    bridge.ctx.writer.register(OpKind("flaky", flaky))
+    bridge.ctx.writer.submit("flaky", {"id": "x"})
+    async with await BridgeClient.connect("127.0.0.1", bridge.port) as client:
+        await client.call("/bridge/mapping/set", 7, "Horns", "TR7")
+    assert await bridge.ctx.writer.flush(10), "the writer stopped after the error"
+    assert len(calls) >= 2
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT track_name FROM track_assignments WHERE plugin_id = 'TR7'") == "Horns"
+    finally:
+        await conn.close()

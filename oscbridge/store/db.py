@@ -35,6 +35,7 @@ CONNECTION_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
@@ -122,7 +123,13 @@ class Database:
         assert self.pool is not None
         try:
             async with self.pool.acquire(timeout=timeout) as conn:
-                yield conn
+                try:
+                    yield conn
+                except CONNECTION_ERRORS:
+                    # A connection that failed mid-operation may be left in an unknown protocol state (seen after a
+                    # server restart: "another operation is in progress"); the pool must replace it, not reuse it.
+                    conn.terminate()
+                    raise
         except CONNECTION_ERRORS as exc:
             self.mark_down(exc)
             raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc

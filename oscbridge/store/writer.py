@@ -136,8 +136,13 @@ class Writer:
                 continue
             try:
                 await self._write_batch(ops)
-            except CONNECTION_ERRORS as exc:
-                self.db.mark_down(exc)
+            except Exception as exc:
+                if isinstance(exc, CONNECTION_ERRORS):
+                    self.db.mark_down(exc)
+                else:
+                    # The writer must outlive anything unforeseen (a driver state, a bug in an applier): the batch
+                    # stays in the spool and is tried again after the backoff.
+                    log.exception("writer_batch_failed", error=f"{type(exc).__name__}: {exc}"[:300], ops=len(ops))
                 self.failures_in_a_row += 1
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
