@@ -140,20 +140,19 @@ class Bridge:
             await asyncio.wait_for(db.connect(), STARTUP_DB_TIMEOUT)
             async with db.acquire() as conn:
                 info = await fetch_info(conn)
-                state, latest = await load_projects(conn)
+                state = await load_projects(conn)
         except CONNECTION_ERRORS as exc:
             db.mark_down(exc)
             log.warning("database_unreachable_at_start", url=redact(db.url), error=str(exc)[:300],
                         hint="serving from memory; acknowledged writes are spooled until it is back")
             return ProjectState(), {}
-        info["resume"] = latest
+        info["resume"] = state.latest
         return state, info
 
     def _resume_project(self, state: ProjectState) -> None:
         """Resumes the most recently opened project in a new session, or creates "Default Project"."""
         assert self.ctx is not None
-        latest = next(iter(state.projects), DEFAULT_PROJECT)  # load order: most recently opened first
-        self.ctx.start_session(latest)
+        self.ctx.start_session(state.latest or DEFAULT_PROJECT)
 
     async def _reconnect_loop(self) -> None:
         """Keeps trying to reach a database that was down at start, so that schema and writes follow."""
@@ -171,7 +170,7 @@ class Bridge:
                 log.error("schema_not_applied", error=str(exc)[:500])
                 return
             if self.ctx is not None:
-                self.ctx.writer._wake.set()
+                self.ctx.writer.wake()
 
     async def stop(self) -> None:
         """Stops within `drain_timeout` seconds (plus stopping the embedded server), whatever the database does.

@@ -63,7 +63,6 @@ class BridgeClient(MemoryCalls):
     def __init__(self, host: str, port: int, transport: str) -> None:
         self.host = host
         self.port = port
-        self.transport_kind = transport
         self._pending: dict[str, _Pending] = {}
         self._ids = itertools.count(1)
         self._prefix = f"c{os.getpid() % 10000}-{id(self) % 10000}-"

@@ -61,6 +61,7 @@ class ProjectState:
     projects: dict[str, Project] = field(default_factory=dict)
     current: Project | None = None
     session_id: str = ""
+    latest: str | None = None  # the most recently opened project when the state was loaded
 
     def project(self, name: str, logic_path: str = "") -> Project:
         project = self.projects.get(name)

@@ -13,10 +13,8 @@ from typing import Any
 import asyncpg
 
 from oscbridge.plugins.pool import Quarantine
-from oscbridge.plugins.registry import Instance
+from oscbridge.plugins.registry import LIVE, Instance
 from oscbridge.store.writer import OpKind, ts_to_dt
-
-LIVE_STATES = ("assigned", "bound", "identified")
 
 
 def instance_op(inst: Instance, ts: float, last_seen: float) -> dict[str, Any]:
@@ -35,7 +33,7 @@ def quarantine_op(entry: Quarantine) -> dict[str, Any]:
 async def _apply_instances(conn: asyncpg.Connection, ops: list[dict[str, Any]]) -> None:
     for op in ops:
         at = ts_to_dt(op["ts"])
-        if op["state"] in LIVE_STATES and op["port"] is not None:
+        if op["state"] in LIVE and op["port"] is not None:
             # A port belongs to one live instance: whoever held it before is not on it any more.
             await conn.execute(
                 """

@@ -12,7 +12,6 @@ import math
 import time
 from dataclasses import dataclass, field
 
-STATES = ("requesting", "assigned", "bound", "identified", "failed", "gone")
 LIVE = frozenset(("assigned", "bound", "identified"))
 NEVER = -math.inf  # a monotonic time before anything: "never heard", "never probed"
 

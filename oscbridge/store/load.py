@@ -7,7 +7,7 @@ import asyncpg
 from oscbridge.state import Project, ProjectState, TrackMapping
 
 
-async def load_projects(conn: asyncpg.Connection) -> tuple[ProjectState, str | None]:
+async def load_projects(conn: asyncpg.Connection) -> ProjectState:
     """All live projects with their current mappings, and the name of the most recently opened one."""
     state = ProjectState()
     rows = await conn.fetch(
@@ -26,5 +26,5 @@ async def load_projects(conn: asyncpg.Connection) -> tuple[ProjectState, str | N
         owner = by_id.get(row["project_id"])
         if owner is not None:
             owner.set_mapping(TrackMapping(row["track_number"], row["track_name"], row["plugin_id"]))
-    latest = rows[0]["name"] if rows else None
-    return state, latest
+    state.latest = rows[0]["name"] if rows else None
+    return state

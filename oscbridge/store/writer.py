@@ -72,8 +72,12 @@ class Writer:
         if kind not in self.kinds:
             raise KeyError(f"unknown write kind {kind}")
         seq = self.spool.append({"k": kind, "d": data})
-        self._wake.set()
+        self.wake()
         return seq
+
+    def wake(self) -> None:
+        """Makes the writer look at the spool now (the database came back)."""
+        self._wake.set()
 
     @property
     def queued(self) -> int:
