@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,15 @@ from oscbridge.api.debug import DebugApi
 from oscbridge.api.endpoint import collect
 from oscbridge.api.mapping import MappingApi
 from oscbridge.api.project import ProjectApi
+from oscbridge.api.spool import SpoolApi
 from oscbridge.component import Component
 from oscbridge.config import Settings
 from oscbridge.context import BridgeContext
 from oscbridge.logs import get_logger
 from oscbridge.memory.component import MemoryComponent
-from oscbridge.osc.transport import TcpServer, UdpServer, bind_tcp, bind_udp
+from oscbridge.osc.transport import TcpLimits, TcpServer, UdpServer, bind_tcp, bind_udp
 from oscbridge.plugins.hub import PluginHub
+from oscbridge.private import DIR_MODE, TRAVERSABLE_DIR_MODE, private_dir
 from oscbridge.recording import Recorder
 from oscbridge.router import PluginHandler, Router
 from oscbridge.state import DEFAULT_PROJECT, ProjectState
@@ -33,7 +36,7 @@ from oscbridge.store.core_ops import CORE_OPS
 from oscbridge.store.db import CONNECTION_ERRORS, Database, fetch_info, redact
 from oscbridge.store.embedded import EmbeddedPostgres
 from oscbridge.store.load import load_projects
-from oscbridge.store.spool import Spool
+from oscbridge.store.spool import Spool, SpoolError
 from oscbridge.store.writer import Writer
 
 log = get_logger("oscbridge.app")
@@ -75,21 +78,33 @@ class Bridge:
         except OSError:
             udp_sock.close()
             raise
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # Run as root, the embedded PostgreSQL runs as its own OS user, which must pass through the data dir.
+        data_mode = TRAVERSABLE_DIR_MODE if settings.database_url is None and os.geteuid() == 0 else DIR_MODE
+        private_dir(settings.data_dir, mode=data_mode)
+        try:
+            # Owned for the daemon's life (a lock file): taken before the database so that a second process on
+            # this data dir stops here, whatever port it was given.
+            self.spool = Spool(settings.spool_dir, max_bytes=settings.spool_max_bytes,
+                               reserve_bytes=settings.disk_reserve_bytes,
+                               owner={"host": settings.host, "port": settings.osc_port})
+        except SpoolError:
+            udp_sock.close()
+            tcp_sock.close()
+            raise
 
         db_kind = "external" if settings.database_url else "embedded"
         url = settings.database_url
         if url is None:
             self.embedded = EmbeddedPostgres(settings.embedded_pgdata)
             url = await self.embedded.start_async()
+            private_dir(settings.data_dir, mode=data_mode)  # the helper opens the dirs above its own (as root)
         self.db = Database(url)
         state, info = await self._load_state(self.db)
 
-        self.spool = Spool(settings.spool_dir)
         writer = Writer(self.db, self.spool, CORE_OPS)
         self.ctx = ctx = BridgeContext(settings=settings, state=state, writer=writer, db=self.db)
         self.components = self._components(ctx)
-        apis: list[object] = [CoreApi(ctx), ProjectApi(ctx), MappingApi(ctx), DebugApi(ctx)]
+        apis: list[object] = [CoreApi(ctx), ProjectApi(ctx), MappingApi(ctx), DebugApi(ctx), SpoolApi(ctx)]
         plugin_handlers: dict[str, PluginHandler] = {}
         for component in self.components:
             writer.register(*component.op_kinds())
@@ -109,7 +124,10 @@ class Bridge:
         self._udp_transport = transport
         if settings.record is not None:
             self._start_recording(settings.record)
-        self.tcp = TcpServer(router.on_tcp)
+        self.tcp = TcpServer(router.on_tcp, TcpLimits(
+            max_connections=settings.tcp_max_connections, max_frame=settings.tcp_max_frame,
+            high_water=settings.tcp_high_water, low_water=settings.tcp_low_water,
+            max_unsent=settings.tcp_max_unsent, slow_close=settings.tcp_slow_close))
         await self.tcp.start(tcp_sock)
         for component in self.components:
             await component.start()

@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,9 @@ from oscbridge.logs import configure_logging, get_logger
 from oscbridge.migrate_sqlite import add_arguments as add_migrate_arguments
 from oscbridge.migrate_sqlite import main as migrate_main
 from oscbridge.osc.transport import PortInUse
-from oscbridge.store.db import SchemaError
+from oscbridge.store.db import SchemaError, redact
+from oscbridge.store.spool import SpoolError, SpoolLocked
+from oscbridge.watchdog import Watchdog, exit_stalled
 
 EXIT_PORT_IN_USE = 3
 # A second signal within this many seconds of the first is taken as the same request, not as "stop at once".
@@ -93,14 +96,33 @@ async def serve(settings: Settings, install_signals: bool = True) -> int:
         log.error("port_in_use", port=settings.osc_port, error=exc.strerror)
         print(f"oscbridge: {exc.strerror}", file=sys.stderr)
         return EXIT_PORT_IN_USE
+    except SpoolError as exc:  # another process owns this data dir's spool (SpoolLocked), or its disk is full
+        log.error("spool_unusable", error=str(exc))
+        print(f"oscbridge: {exc}", file=sys.stderr)
+        await bridge.stop()
+        return EXIT_PORT_IN_USE if isinstance(exc, SpoolLocked) else 1
     except SchemaError as exc:
         log.error("schema_refused", error=str(exc))
         print(f"oscbridge: {exc}", file=sys.stderr)
         await bridge.stop()
         return EXIT_CONFIG
+    embedded = bridge.embedded
+    watchdog = _start_watchdog(settings.watchdog_timeout, embedded.stop_now if embedded is not None else None)
     await stop.wait()
     await bridge.stop()
+    if watchdog is not None:
+        watchdog.stop()
     return 0
+
+
+def _start_watchdog(timeout: float, before_exit: Callable[[], None] | None) -> Watchdog | None:
+    """Ends the daemon (exit 70, launchd restarts it) if its event loop makes no progress for `timeout` seconds;
+    `before_exit` stops the embedded PostgreSQL, which must not outlive the daemon."""
+    if timeout <= 0:
+        return None
+    watchdog = Watchdog(asyncio.get_running_loop(), timeout, on_stall=partial(exit_stalled, before_exit=before_exit))
+    watchdog.start()
+    return watchdog
 
 
 def cmd_serve(ns: argparse.Namespace) -> int:
@@ -122,7 +144,10 @@ def cmd_db_url(ns: argparse.Namespace) -> int:
 
     settings = _settings(ns)
     if settings.database_url:
-        print(settings.database_url)
+        shown = settings.database_url if ns.show_password else redact(settings.database_url)
+        print(shown)
+        if shown != settings.database_url:
+            print("oscbridge: the password is hidden; add --show-password to print it", file=sys.stderr)
         return 0
     url = running_url(settings.embedded_pgdata)
     if url is None:
@@ -131,6 +156,16 @@ def cmd_db_url(ns: argparse.Namespace) -> int:
         return 1
     print(url)
     return 0
+
+
+def cmd_spool_retry_rejected(ns: argparse.Namespace) -> int:
+    from oscbridge import spool_cli
+
+    configure_logging("warning")
+    if not 0 <= ns.wait <= 60:
+        print("oscbridge: --wait must be 0..60 seconds", file=sys.stderr)
+        return 2
+    return spool_cli.run(_settings(ns), ns.wait)
 
 
 def _parse_call_arg(text: str) -> Any:
@@ -239,7 +274,16 @@ def build_parser() -> argparse.ArgumentParser:
     dbsub = p.add_subparsers(dest="db_command", required=True)
     q = dbsub.add_parser("url", help="print the URL of the database in use")
     _add_settings_flags(q)
+    q.add_argument("--show-password", action="store_true", help="print the password instead of ***")
     q.set_defaults(func=cmd_db_url)
+
+    p = sub.add_parser("spool", help="the local spool of writes waiting for the database")
+    spoolsub = p.add_subparsers(dest="spool_command", required=True)
+    q = spoolsub.add_parser("retry-rejected", help="re-apply the writes PostgreSQL refused (rejected.jsonl), "
+                            "through the running bridge if there is one")
+    _add_settings_flags(q)
+    q.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the database (default 10)")
+    q.set_defaults(func=cmd_spool_retry_rejected)
     return parser
 
 

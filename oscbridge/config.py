@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from oscbridge.osc.slip import MAX_FRAME
+
 ENV_PREFIX = "OSCBRIDGE_"
 
 
@@ -51,6 +53,9 @@ class Settings:
     udp_rcvbuf: int = 4 * 1024 * 1024
     # Seconds SIGTERM may take to drain queued writes before the daemon gives up waiting (launchd kills later).
     drain_timeout: float = 8.0
+    # The watchdog (oscbridge/watchdog.py): an event loop silent this many seconds ends the daemon with exit code 70
+    # so that launchd restarts it; 0 turns it off.
+    watchdog_timeout: float = 10.0
     # Conversation memory (docs/memory.md): texts per /api/embed request of the backfill, its deadline, the cap
     # of the backoff while Ollama is down, how long a search may wait for its query embedding before it answers
     # without the semantic part, and pgvector's hnsw.ef_search for that part (bench/bench_context_search.py).
@@ -84,6 +89,25 @@ class Settings:
     subscriber_max_errors: int = 20
     # Debug rows of plugin control traffic: at most this many a second (a flood is counted, not stored).
     debug_rows_per_second: int = 1000
+    # ... of which rows of refused plugin messages (a flood of bad traffic is counted, a sample of it stored).
+    rejected_rows_per_second: int = 20
+    # The spool (docs/bridge-api-notes.md, Durability): at most this many bytes of writes not yet in PostgreSQL
+    # (512 MiB: about 900,000 debug rows of plugin traffic at ~600 bytes each, a quarter of an hour even at the
+    # `debug_rows_per_second` cap); past three quarters of it, or with less than `disk_reserve_bytes` free on its
+    # disk, those debug rows are dropped; at the cap writes are refused with `unavailable`. The doctor warns
+    # under 1 GiB free and fails under the reserve.
+    spool_max_bytes: int = 512 * 1024 * 1024
+    disk_reserve_bytes: int = 64 * 1024 * 1024
+    # TCP (OSC 1.1 SLIP) limits, docs/bridge-api-notes.md "TCP limits": connections at a time (one more is
+    # refused), the largest SLIP frame (slip.MAX_FRAME: room for the largest legitimate request), unsent reply bytes
+    # at which a connection stops being read and at or below which it is read again, the unsent bytes at which the
+    # next reply closes it at once, and the seconds it may stay paused (or take to close) before it is cut.
+    tcp_max_connections: int = 32
+    tcp_max_frame: int = MAX_FRAME
+    tcp_high_water: int = 1024 * 1024
+    tcp_low_water: int = 256 * 1024
+    tcp_max_unsent: int = 8 * 1024 * 1024
+    tcp_slow_close: float = 5.0
 
     @property
     def spool_dir(self) -> Path:
@@ -103,8 +127,17 @@ class Settings:
             )
         if self.port_range_start <= self.osc_port <= self.port_range_end:
             raise ConfigError(f"osc_port {self.osc_port} lies inside the plugin port range")
+        if self.spool_max_bytes < 64 * 1024:
+            raise ConfigError(f"spool_max_bytes must be at least 65536 (64 KiB), not {self.spool_max_bytes}")
+        if self.disk_reserve_bytes < 0:
+            raise ConfigError(f"disk_reserve_bytes must not be negative, not {self.disk_reserve_bytes}")
         if self.embed_dim < 1 or self.embed_dim > 2000:
             raise ConfigError(f"embed_dim must be 1..2000 (pgvector's HNSW limit), not {self.embed_dim}")
+        if not 0 < self.tcp_low_water <= self.tcp_high_water <= self.tcp_max_unsent:
+            raise ConfigError(f"TCP limits must satisfy 0 < tcp_low_water ({self.tcp_low_water}) <= tcp_high_water "
+                              f"({self.tcp_high_water}) <= tcp_max_unsent ({self.tcp_max_unsent})")
+        if self.tcp_max_connections < 1 or self.tcp_max_frame < 1 or self.tcp_slow_close <= 0:
+            raise ConfigError("tcp_max_connections, tcp_max_frame and tcp_slow_close must be positive")
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}

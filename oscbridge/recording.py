@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO, Final
 
 from oscbridge.osc.codec import MalformedDatagram, decode_message, typed_args
+from oscbridge.private import private_opener
 
 Endpoint = tuple[str, int]
 """An IP address (as text) and a UDP port."""
@@ -103,7 +104,8 @@ class Recorder:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = Path(path)
-        self._file: IO[str] | None = self.path.open("a", encoding="utf-8")
+        # Datagrams carry conversation text: the recording is private (0600) whatever the umask.
+        self._file: IO[str] | None = open(self.path, "a", encoding="utf-8", opener=private_opener)  # noqa: SIM115
         self._decode = decode
         self._clock = clock
         self._start = clock()

@@ -15,14 +15,18 @@ from typing import Any
 from oscbridge.api.endpoint import Endpoint, Rows
 from oscbridge.api.params import BridgeError
 from oscbridge.logs import RateLimitedWarning, get_logger
-from oscbridge.osc.codec import MalformedDatagram, Message, decode_message, decode_packet, encode_message
+from oscbridge.osc.codec import MalformedDatagram, Message, decode_packet, encode_message
 from oscbridge.osc.transport import Addr, Peer, UdpServer
+from oscbridge.store.spool import SpoolError
 
 log = get_logger("oscbridge.router")
 
 MAX_UDP_REPLY = 8192  # macOS refuses datagrams over 9216 bytes; stay clearly below
 REQ_ID_MAX = 64
 ERROR_CODES = ("bad_request", "not_found", "unavailable", "too_large", "internal")
+# Requests answered from a task (database reads, calibration) at once: each waits on a pool of 4 connections or on
+# plugins, so a flood of them would only pile up memory and time out; past this they are refused at once.
+MAX_IN_FLIGHT = 256
 
 PluginHandler = Callable[[Message, Addr], None]
 Recorder = Callable[[Addr, Addr, bytes], None]
@@ -44,7 +48,7 @@ class Router:
         self.counters: Counter[str] = Counter()  # rare events by name
         self.packets_in = 0  # every datagram or TCP packet; a plain int because it is bumped per datagram
         self._tasks: set[asyncio.Task[None]] = set()
-        self._warn_malformed = RateLimitedWarning(log, "malformed_datagram")
+        self._warn_malformed: dict[str, RateLimitedWarning] = {}  # one per kind of problem (a fixed, small set)
         self._warn_unknown = RateLimitedWarning(log, "unknown_address")
         self._warn_plugin = RateLimitedWarning(log, "plugin_message_rejected")
 
@@ -64,11 +68,9 @@ class Router:
         self.packets_in += 1
         self.datagram, self.source = data, addr
         try:
-            messages = [decode_message(data)] if data[:1] == b"/" else decode_packet(data)
+            messages = decode_packet(data)
         except MalformedDatagram as exc:
-            self.counters["malformed"] += 1
-            self._warn_malformed(sender=f"{addr[0]}:{addr[1]}", reason=str(exc), size=len(data),
-                                 total=self.counters["malformed"])
+            self._malformed(exc, data, addr)
             return
         if data[:1] == b"#":
             self.counters["bundles"] += 1
@@ -88,6 +90,16 @@ class Router:
             self.counters["unknown_address"] += 1
             self._warn_unknown(sender=f"{addr[0]}:{addr[1]}", address=message.address[:200],
                                total=self.counters["unknown_address"])
+
+    def _malformed(self, exc: MalformedDatagram, data: bytes, addr: Addr) -> None:
+        """Counts a refused datagram by kind and logs at most one line per kind every 10 s."""
+        self.counters["malformed"] += 1
+        key = "malformed." + exc.kind
+        self.counters[key] += 1
+        warn = self._warn_malformed.get(exc.kind)
+        if warn is None:
+            warn = self._warn_malformed[exc.kind] = RateLimitedWarning(log, "malformed_datagram")
+        warn(kind=exc.kind, sender=f"{addr[0]}:{addr[1]}", reason=str(exc), size=len(data), total=self.counters[key])
 
     def _udp_peer(self, addr: Addr) -> Peer:
         assert self.udp is not None, "UDP transport not attached"
@@ -121,6 +133,10 @@ class Router:
         try:
             values = endpoint.convert(args[1:])
             if endpoint.is_async:
+                if len(self._tasks) >= MAX_IN_FLIGHT:
+                    self.counters["busy"] += 1
+                    raise BridgeError("unavailable", f"the bridge is already working on {MAX_IN_FLIGHT} requests that "
+                                                     "wait on the database or the plugins; try again shortly")
                 task = asyncio.get_running_loop().create_task(
                     self._run_async(endpoint, values, peer, reply_address, req_id))
                 self._tasks.add(task)
@@ -129,6 +145,9 @@ class Router:
             result = endpoint.func(*values)
         except BridgeError as exc:
             self._send_error(peer, reply_address, req_id, exc.code, exc.message)
+            return
+        except SpoolError as exc:  # the write could not be made durable: nothing was stored, the client may retry
+            self._send_error(peer, reply_address, req_id, "unavailable", str(exc))
             return
         except Exception as exc:
             self._internal_error(peer, reply_address, req_id, message.address, exc)
@@ -141,6 +160,9 @@ class Router:
             result = await endpoint.func(*values)
         except BridgeError as exc:
             self._send_error(peer, reply_address, req_id, exc.code, exc.message)
+            return
+        except SpoolError as exc:
+            self._send_error(peer, reply_address, req_id, "unavailable", str(exc))
             return
         except Exception as exc:
             self._internal_error(peer, reply_address, req_id, endpoint.address, exc)

@@ -63,25 +63,20 @@ class ProjectState:
     session_id: str = ""
     latest: str | None = None  # the most recently opened project when the state was loaded
 
-    def project(self, name: str, logic_path: str = "") -> Project:
+    def project(self, name: str) -> Project:
+        """The project called `name`, made (in memory only) on first use."""
         project = self.projects.get(name)
         if project is None:
-            project = Project(project_id_for(name), name, logic_path)
-            self.projects[name] = project
-        elif logic_path:
-            project.logic_path = logic_path
+            project = self.projects[name] = Project(project_id_for(name), name)
         return project
 
-    def open(self, name: str, logic_path: str = "") -> tuple[Project, str | None]:
-        """Makes `name` current. Returns the project and the session it replaces, or None when the project
-        was already current (then its session goes on: opening it again is idempotent)."""
-        project = self.project(name, logic_path)
-        if self.current is project and self.session_id:
-            return project, None
-        previous = self.session_id
+    def is_current(self, project: Project) -> bool:
+        return self.current is project and bool(self.session_id)
+
+    def switch(self, project: Project, session_id: str) -> None:
+        """Makes `project` current in session `session_id` (after its write was accepted)."""
         self.current = project
-        self.session_id = str(uuid.uuid4())
-        return project, previous
+        self.session_id = session_id
 
     def require(self) -> Project:
         assert self.current is not None, "no current project"

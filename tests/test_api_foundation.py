@@ -19,10 +19,10 @@ async def test_ping_and_status(client: BridgeClient) -> None:
     assert version == "0.1.0"
     assert 0.0 <= uptime < 60.0
     status = await client.call("/bridge/status")
-    assert len(status) == 6
-    bound, identified, queued, spooled, db_up, _ollama_up = status
-    assert (bound, identified, spooled, db_up) == (0, 0, 0, 1)
-    assert queued >= 0
+    assert len(status) == 10  # BRIDGE-API.md's six, then the disk and spool extension (docs/bridge-api-notes.md)
+    bound, identified, queued, spooled, db_up, _ollama_up, free_mib, spool_bytes, rejected, dropped = status
+    assert (bound, identified, spooled, db_up, rejected, dropped) == (0, 0, 0, 1, 0, 0)
+    assert queued >= 0 and spool_bytes >= 0 and free_mib > 0
 
 
 async def test_project_open_and_current(client: BridgeClient, bridge: Bridge, database_url: str) -> None:

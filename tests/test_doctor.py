@@ -26,7 +26,7 @@ from tests.conftest import free_port, run_cli
 from tests.fake_ollama import FakeOllama
 from tests.test_launchd import CRASHED, NOT_FOUND, RUNNING, RecordingLaunchctl, Result
 
-NAMES = ["database", "pgvector", "schema", "ollama", "osc_port", "launchd"]
+NAMES = ["database", "pgvector", "schema", "ollama", "osc_port", "disk", "spool", "privacy", "launchd"]
 SECRET = "Sup3r-s3cret"
 SCHEMA_VERSION = schema_version_of(schema_path().read_text())
 

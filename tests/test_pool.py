@@ -1,4 +1,4 @@
-"""Units of the plugin hub without a bridge: the port pool, the OSC pattern matcher, the levels table."""
+"""Units of the plugin hub without a bridge: the port pool, the instance registry, fan-out routes, the levels table."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import socket
 
 import pytest
 
-from oscbridge.plugins.fanout import Fanout, compile_pattern
+from oscbridge.plugins.fanout import Fanout
 from oscbridge.plugins.levels import MAX_TRACKS, Levels, to_dbfs
 from oscbridge.plugins.pool import PortPool, port_is_bindable
+from oscbridge.plugins.registry import Instance, InstanceRegistry, RegistryFull
+from oscbridge.ratelimit import TokenBucket
 from tests.hub_support import free_block
 
 
@@ -76,28 +78,6 @@ def test_bind_test_sees_a_real_socket() -> None:
         assert not port_is_bindable("127.0.0.1", port)
 
 
-@pytest.mark.parametrize(("pattern", "matches", "misses"), [
-    ("/aiplayer/*", ["/aiplayer/telemetry", "/aiplayer/rms"], ["/aiplayer/chat/request", "/bridge/event/plugin"]),
-    ("/aiplayer/*/*", ["/aiplayer/chat/request"], ["/aiplayer/rms"]),
-    ("/bridge/event/*", ["/bridge/event/plugin", "/bridge/event/assigned"], ["/bridge/events/plugin"]),
-    ("/aiplayer/{telemetry,rms}", ["/aiplayer/telemetry", "/aiplayer/rms"], ["/aiplayer/rms_response"]),
-    ("/aiplayer/rms?response", ["/aiplayer/rms_response"], ["/aiplayer/rms/response", "/aiplayer/rmsresponse"]),
-    ("/aiplayer/[p-r]*", ["/aiplayer/rms", "/aiplayer/port_confirmed"], ["/aiplayer/telemetry"]),
-    ("/aiplayer/[!p-r]*", ["/aiplayer/telemetry"], ["/aiplayer/rms", "/aiplayer//x"]),
-    ("/a.b/c+d", ["/a.b/c+d"], ["/aXb/c+d", "/a.b/cd"]),
-])
-def test_osc_address_patterns(pattern: str, matches: list[str], misses: list[str]) -> None:
-    compiled = compile_pattern(pattern)
-    assert all(compiled.fullmatch(a) for a in matches)
-    assert not any(compiled.fullmatch(a) for a in misses)
-
-
-@pytest.mark.parametrize("pattern", ["/aiplayer/[abc", "/aiplayer/{a,b"])
-def test_unclosed_patterns_are_refused(pattern: str) -> None:
-    with pytest.raises(ValueError, match="unclosed"):
-        compile_pattern(pattern)
-
-
 def test_routes_are_cached_until_the_subscriptions_change() -> None:
     fanout = Fanout(ttl=10.0, max_errors=3)
     port = free_block(1)
@@ -124,3 +104,29 @@ def test_levels_table_is_bounded_and_sorted_by_track_number() -> None:
     levels.expire(10.0, 5.0)
     assert not levels.tracks  # none was updated within the last 5 s
     assert to_dbfs(1.0) == 0.0 and to_dbfs(0.0) == -100.0 and round(to_dbfs(0.1)) == -20
+
+
+def test_the_registry_forgets_the_oldest_dead_instances_at_its_bound() -> None:
+    registry = InstanceRegistry(max_instances=8)
+    live = [registry.add(Instance(f"live{n}", port=9000 + n, state="bound")) for n in range(4)]
+    for n in range(4):
+        registry.add(Instance(f"dead{n}", state="failed"))
+    registry.add(Instance("newcomer", state="requesting"))  # a flood of new tempIDs cannot grow it past 8
+    assert len(registry.by_id) <= 8
+    assert "dead0" not in registry.by_id and all(registry.get(i.instance_id) is i for i in live)
+    full = InstanceRegistry(max_instances=2)
+    full.add(Instance("a", port=1, state="bound"))
+    full.add(Instance("b", port=2, state="identified"))
+    with pytest.raises(RegistryFull):
+        full.add(Instance("c"))
+
+
+def test_the_token_bucket_allows_its_rate_and_bursts() -> None:
+    now = [0.0]
+    bucket = TokenBucket(10, burst=3, clock=lambda: now[0])
+    assert [bucket.take() for _ in range(4)] == [True, True, True, False]
+    now[0] += 0.1  # one token back
+    assert bucket.take() and not bucket.take()
+    now[0] += 10.0  # never more than the burst
+    assert sum(bucket.take() for _ in range(10)) == 3
+    assert bucket.refused == 2 + 7

@@ -111,7 +111,7 @@ def test_settings_precedence(tmp_path: Path) -> None:
 
 
 def test_spool_commit_truncate_and_crash_recovery(tmp_path: Path) -> None:
-    spool = Spool(tmp_path)
+    spool = Spool(tmp_path, max_bytes=1 << 20, reserve_bytes=0)
     for i in range(5):
         spool.append({"k": "x", "d": {"i": i}})
     ops, end = spool.read_batch(3)
@@ -123,13 +123,13 @@ def test_spool_commit_truncate_and_crash_recovery(tmp_path: Path) -> None:
     # A crash in the middle of writing the next line: the half line is dropped, the rest is replayed.
     with open(tmp_path / "writes.jsonl", "ab") as fh:
         fh.write(b'{"k":"x","d":{"i":')
-    again = Spool(tmp_path)
+    again = Spool(tmp_path, max_bytes=1 << 20, reserve_bytes=0)
     assert again.pending == 2
     ops, end = again.read_batch(10)
     assert [o["d"]["i"] for o in ops] == [3, 4]
     again.commit(end, 2)
     assert (tmp_path / "writes.jsonl").stat().st_size == 0 and again.pending == 0
-    again.reject({"k": "x", "d": {"i": 9}}, "refused")
+    again.reject([({"k": "x", "d": {"i": 9}}, "refused")])
     assert json.loads((tmp_path / "rejected.jsonl").read_text())["error"] == "refused"
     again.close()
 

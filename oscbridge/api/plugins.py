@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from oscbridge.api.endpoint import Rows, request
 from oscbridge.api.params import Bool, BridgeError, Float, Int, Str, bad_request, plugin_id
+from oscbridge.plugins.fanout import FanoutFull
 from oscbridge.plugins.registry import Instance
 
 if TYPE_CHECKING:
@@ -58,6 +59,8 @@ class PluginsApi:
             self.hub.fanout.subscribe((self._requester_host(), port), pattern, time.monotonic())
         except ValueError as exc:
             raise bad_request(f"pattern {pattern[:40]!r}: {exc}") from exc
+        except FanoutFull as exc:
+            raise BridgeError("unavailable", str(exc)) from exc
         except OSError as exc:
             raise BridgeError("unavailable", f"cannot send to port {port}: {exc.strerror or exc}") from exc
         return ()

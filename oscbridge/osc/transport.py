@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, cast
 
-from oscbridge.logs import get_logger
+from oscbridge.logs import RateLimitedWarning, get_logger
 from oscbridge.osc import slip
+from oscbridge.osc.codec import encode_message
 
 Addr = tuple[str, int]
 log = get_logger("oscbridge.transport")
@@ -47,17 +49,165 @@ class UdpPeer:
             self.sent_hook(data, self.addr)
 
 
-@dataclass(slots=True)
-class TcpPeer:
-    kind: str
-    addr: Addr
-    writer: asyncio.StreamWriter
+@dataclass(frozen=True, slots=True)
+class TcpLimits:
+    """What one TCP client may cost the bridge (docs/bridge-api-notes.md, "TCP limits"; defaults in Settings).
+
+    - `max_connections`: connections at a time; one more gets a `/bridge/refused` message and is closed.
+    - `max_frame`: the largest SLIP frame in bytes, before unescaping (`slip.MAX_FRAME` says why 8 MiB).
+    - `high_water` / `low_water`: unsent reply bytes at which a connection stops being read, and at or below which
+      it is read again.
+    - `slow_close`: seconds a connection may stay over `high_water` (or take to finish closing) before it is cut.
+    - `max_unsent`: unsent bytes at which the next reply closes the connection at once. A reply already begun is
+      finished, so a client that reads is never cut in the middle of one large reply.
+    """
+
+    max_connections: int
+    max_frame: int
+    high_water: int
+    low_water: int
+    max_unsent: int
+    slow_close: float
+
+
+_NO_REPLY = object()  # `TcpPeer._reply_owner` when no reply is being written over `max_unsent`
+
+
+class TcpPeer(asyncio.Protocol):
+    """One OSC 1.1 connection: SLIP frames in, packets to the server's callback, SLIP frames out, with backpressure.
+
+    Without backpressure a client that sends requests and never reads its replies grew the bridge from 50 to
+    204 MB and raised other clients' UDP p99 to 235-460 ms. Here the transport pauses the protocol when its write
+    buffer passes `high_water`: the connection stops being read (and stops dispatching the requests already read),
+    so a greedy client is held back by TCP itself; if it stays over for `slow_close` seconds it is cut. Replies of
+    requests already running (async handlers) cannot be held back; `send` cuts the connection once `max_unsent`
+    bytes wait.
+    """
+
+    kind = "tcp"
+
+    def __init__(self, server: TcpServer) -> None:
+        self.addr: Addr = ("?", 0)
+        self._server = server
+        self._limits = server.limits
+        self._transport: asyncio.Transport | None = None
+        self._decoder = slip.SlipDecoder(server.limits.max_frame)
+        self._pending: deque[bytes] = deque()  # packets read but not yet dispatched because output is paused
+        self._paused = False
+        self._deadline: asyncio.TimerHandle | None = None  # cuts the connection if it stays paused or closing
+        self._reply_owner: object = _NO_REPLY
+
+    @property
+    def unsent(self) -> int:
+        """Reply bytes written but not yet taken by the kernel."""
+        return self._transport.get_write_buffer_size() if self._transport is not None else 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        peername = transport.get_extra_info("peername") or ("?", 0)
+        self.addr = (str(peername[0]), int(peername[1]))
+        if not self._server.admit(self):
+            self._transport.write(slip.encode(self._server.refusal))
+            self._close_within_deadline()
+            return
+        self._transport.set_write_buffer_limits(high=self._limits.high_water, low=self._limits.low_water)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server.forget(self)
+        self._pending.clear()
+        self._cancel_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        bad_before = self._decoder.bad_escapes
+        try:
+            self._pending.extend(self._decoder.feed(data))
+        except slip.FrameTooLarge as exc:
+            self._server.note_frame_too_large(self, exc.size)
+            self._pending.extend(exc.packets)
+            self._dispatch()
+            self._close_within_deadline()
+            return
+        finally:
+            if self._decoder.bad_escapes != bad_before:
+                self._server.note_bad_escapes(self, self._decoder.bad_escapes - bad_before)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Hands the packets read to the server's callback, one at a time, until output is paused."""
+        pending = self._pending
+        transport = self._transport
+        while pending and not self._paused and transport is not None and not transport.is_closing():
+            self._server.on_packet(pending.popleft(), self)
+
+    def pause_writing(self) -> None:
+        """Called by the transport (inside a write) when its buffer passed `high_water`: stop reading."""
+        self._paused = True
+        assert self._transport is not None
+        if self._transport.is_closing():
+            return
+        self._transport.pause_reading()
+        self._server.note_paused(self)
+        self._cancel_deadline()
+        self._deadline = asyncio.get_running_loop().call_later(self._limits.slow_close, self._cut_slow)
+
+    def resume_writing(self) -> None:
+        """Called by the transport when its buffer drained to `low_water`: read and dispatch again."""
+        self._paused = False
+        assert self._transport is not None
+        if self._transport.is_closing():
+            return
+        self._cancel_deadline()
+        self._transport.resume_reading()
+        if self._pending:
+            # Not from inside the transport's write-ready callback: dispatching may write to it.
+            asyncio.get_running_loop().call_soon(self._dispatch)
 
     def send(self, data: bytes) -> None:
-        if not self.writer.is_closing():
-            self.writer.write(slip.encode(data))
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        limit = self._limits.max_unsent
+        if transport.get_write_buffer_size() > limit and self._reply_owner is not asyncio.current_task():
+            self._server.note_overfull(self, transport.get_write_buffer_size())
+            transport.abort()
+            return
+        transport.write(slip.encode(data))
+        if self._reply_owner is _NO_REPLY and transport.get_write_buffer_size() > limit:
+            # The rest of this reply (the sends of this callback) may still go out; the next reply may not.
+            self._reply_owner = asyncio.current_task()
+            asyncio.get_running_loop().call_soon(self._end_reply)
 
+    def _end_reply(self) -> None:
+        self._reply_owner = _NO_REPLY
 
+    def _cut_slow(self) -> None:
+        self._deadline = None
+        if self._transport is not None and not self._transport.is_closing():
+            self._server.note_slow(self, self._transport.get_write_buffer_size())
+            self._transport.abort()
+
+    def _close_within_deadline(self) -> None:
+        """Closes after the replies already written are sent, but no later than `slow_close` seconds from now."""
+        assert self._transport is not None
+        self._transport.close()
+        self._cancel_deadline()
+        self._deadline = asyncio.get_running_loop().call_later(self._limits.slow_close, self._transport.abort)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def shutdown(self) -> None:
+        """At the bridge's stop: close, dropping what a client that does not read has left unsent."""
+        if self._transport is not None and not self._transport.is_closing():
+            if self._transport.get_write_buffer_size():
+                self._transport.abort()
+            else:
+                self._transport.close()
 
 
 def bind_udp(host: str, port: int, rcvbuf: int) -> socket.socket:
@@ -138,37 +288,80 @@ class UdpServer(asyncio.DatagramProtocol):
 
 
 class TcpServer:
-    """Accepts OSC 1.1 (SLIP-framed) connections; each packet goes to `on_packet(data, peer)`."""
+    """Accepts OSC 1.1 (SLIP-framed) connections; each packet goes to `on_packet(data, peer)`.
 
-    def __init__(self, on_packet: Callable[[bytes, TcpPeer], None]) -> None:
-        self._on_packet = on_packet
+    The counters below are totals since start (for /bridge/stats); `connections` is the number open now.
+    """
+
+    def __init__(self, on_packet: Callable[[bytes, TcpPeer], None], limits: TcpLimits) -> None:
+        self.on_packet = on_packet
+        self.limits = limits
+        self.refusal = encode_message("/bridge/refused", [
+            "unavailable", f"too many connections: at most {limits.max_connections} at a time; close one or try "
+                           f"again later"])
         self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._peers: set[TcpPeer] = set()
+        self.accepted = 0
+        self.refused = 0
+        self.frames_too_large = 0
+        self.bad_escapes = 0
+        self.paused = 0
+        self.closed_slow = 0
+        self.closed_overfull = 0
+        self._warn_refused = RateLimitedWarning(log, "tcp_connection_refused")
+        self._warn_frame = RateLimitedWarning(log, "tcp_frame_too_large")
+        self._warn_escape = RateLimitedWarning(log, "tcp_bad_escape")
+        self._warn_paused = RateLimitedWarning(log, "tcp_peer_paused")
+        self._warn_closed = RateLimitedWarning(log, "tcp_peer_closed")
+
+    @property
+    def connections(self) -> int:
+        return len(self._peers)
 
     async def start(self, sock: socket.socket) -> None:
-        self._server = await asyncio.start_server(self._serve, sock=sock, limit=1 << 20)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: TcpPeer(self), sock=sock)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peername = writer.get_extra_info("peername") or ("?", 0)
-        peer = TcpPeer("tcp", (str(peername[0]), int(peername[1])), writer)
-        decoder = slip.SlipDecoder()
-        self._writers.add(writer)
-        try:
-            while True:
-                chunk = await reader.read(65536)
-                if not chunk:
-                    break
-                for packet in decoder.feed(chunk):
-                    self._on_packet(packet, peer)
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            self._writers.discard(writer)
-            writer.close()
+    def admit(self, peer: TcpPeer) -> bool:
+        """Takes a new connection in, or counts and logs its refusal when `max_connections` are open."""
+        if len(self._peers) >= self.limits.max_connections:
+            self.refused += 1
+            self._warn_refused(peer=_text(peer.addr), open=len(self._peers), total=self.refused)
+            return False
+        self._peers.add(peer)
+        self.accepted += 1
+        return True
+
+    def forget(self, peer: TcpPeer) -> None:
+        self._peers.discard(peer)
+
+    def note_frame_too_large(self, peer: TcpPeer, size: int) -> None:
+        self.frames_too_large += 1
+        self._warn_frame(peer=_text(peer.addr), size=size, limit=self.limits.max_frame, total=self.frames_too_large)
+
+    def note_bad_escapes(self, peer: TcpPeer, count: int) -> None:
+        self.bad_escapes += count
+        self._warn_escape(peer=_text(peer.addr), total=self.bad_escapes)
+
+    def note_paused(self, peer: TcpPeer) -> None:
+        self.paused += 1
+        self._warn_paused(peer=_text(peer.addr), high_water=self.limits.high_water, total=self.paused)
+
+    def note_slow(self, peer: TcpPeer, unsent: int) -> None:
+        self.closed_slow += 1
+        self._warn_closed(peer=_text(peer.addr), reason="slow", unsent=unsent, total=self.closed_slow)
+
+    def note_overfull(self, peer: TcpPeer, unsent: int) -> None:
+        self.closed_overfull += 1
+        self._warn_closed(peer=_text(peer.addr), reason="overfull", unsent=unsent, total=self.closed_overfull)
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-            for writer in list(self._writers):
-                writer.close()
+            for peer in list(self._peers):
+                peer.shutdown()
             await self._server.wait_closed()
+
+
+def _text(addr: Addr) -> str:
+    return f"{addr[0]}:{addr[1]}"

@@ -10,48 +10,22 @@ computed once per address and cached until the subscriptions change, so the tele
 
 from __future__ import annotations
 
-import re
 import socket
 from dataclasses import dataclass, field
+
+from oscbridge.osc.pattern import AddressPattern
 
 Addr = tuple[str, int]
 
 _CACHE_LIMIT = 1024
+# Each subscriber holds a socket and its patterns are matched on every new address: a local client could
+# otherwise open one socket per port of the machine. The Control Room and the orchestrator need a handful.
+MAX_SUBSCRIBERS = 64
+MAX_PATTERNS = 32
 
 
-def compile_pattern(pattern: str) -> re.Pattern[str]:
-    """An OSC 1.0 address pattern as a regex: `*` and `?` stay within one path segment, `[abc]`, `[a-z]`,
-    `[!a-z]` are character classes, `{foo,bar}` are alternatives. Raises ValueError for an unclosed bracket."""
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        ch = pattern[i]
-        if ch == "*":
-            out.append("[^/]*")
-        elif ch == "?":
-            out.append("[^/]")
-        elif ch == "[":
-            end = pattern.find("]", i + 1)
-            if end < 0:
-                raise ValueError(f"unclosed '[' at character {i}")
-            body = pattern[i + 1 : end]
-            negate = body.startswith("!")
-            body = body[1:] if negate else body
-            chars = "".join("-" if c == "-" and 0 < k < len(body) - 1 else re.escape(c)
-                            for k, c in enumerate(body))
-            out.append(f"[^/{chars}]" if negate else f"[{chars}]")
-            i = end
-        elif ch == "{":
-            end = pattern.find("}", i + 1)
-            if end < 0:
-                raise ValueError(f"unclosed '{{' at character {i}")
-            options = pattern[i + 1 : end].split(",")
-            out.append("(?:" + "|".join(re.escape(o) for o in options) + ")")
-            i = end
-        else:
-            out.append(re.escape(ch))
-        i += 1
-    return re.compile("".join(out))
+class FanoutFull(Exception):
+    """No room for another subscriber or pattern; the message says which limit."""
 
 
 @dataclass(eq=False)
@@ -59,12 +33,12 @@ class Subscriber:
     addr: Addr
     sock: socket.socket
     renewed: float  # monotonic
-    patterns: dict[str, re.Pattern[str]] = field(default_factory=dict)
+    patterns: dict[str, AddressPattern] = field(default_factory=dict)
     errors: int = 0
     sent: int = 0
 
     def matches(self, address: str) -> bool:
-        return any(p.fullmatch(address) for p in self.patterns.values())
+        return any(p.matches(address) for p in self.patterns.values())
 
 
 class Fanout:
@@ -76,10 +50,15 @@ class Fanout:
         self.dropped = 0
 
     def subscribe(self, addr: Addr, pattern: str, now: float) -> None:
-        """Adds `pattern` for `addr` (or renews it); raises ValueError for a bad pattern, OSError for a bad host."""
-        compiled = compile_pattern(pattern)
+        """Adds `pattern` for `addr` (or renews it); raises ValueError for a bad pattern, OSError for a bad host,
+        FanoutFull past `MAX_SUBSCRIBERS` subscribers or `MAX_PATTERNS` patterns of one subscriber."""
+        compiled = AddressPattern(pattern)
         sub = self.subscribers.get(addr)
+        if sub is not None and pattern not in sub.patterns and len(sub.patterns) >= MAX_PATTERNS:
+            raise FanoutFull(f"this subscriber already has {MAX_PATTERNS} patterns; unsubscribe first")
         if sub is None:
+            if len(self.subscribers) >= MAX_SUBSCRIBERS:
+                raise FanoutFull(f"the bridge already has {MAX_SUBSCRIBERS} subscribers")
             sock = socket.socket(socket.AF_INET6 if ":" in addr[0] else socket.AF_INET, socket.SOCK_DGRAM)
             try:
                 sock.setblocking(False)

@@ -9,7 +9,9 @@ Identity: a plugin sends everything from one socket, so its sender address links
 port; instances are indexed by tempID, TR id and sender. Only what the wire proves changes who holds a port: a
 `port_confirmed` that matches an assignment, or an `rms_response` to a query id that was sent to that port (only
 the plugin listening there can answer it). Anything else that does not fit is counted, logged now and then,
-and at most triggers such a probe; it never rewrites the pool.
+and at most triggers such a probe; it never rewrites the pool. A probe answer proves where the plugin was when it
+read the probe: the real plugin handles datagrams read on its old socket after it has moved (protocol note,
+Appendix B), so an answer to a probe sent before a newer proof of the instance's port moves nothing.
 
 Liveness, re-adoption and calibration live in their own modules; this one holds the state and its transitions.
 """
@@ -36,7 +38,7 @@ from oscbridge.plugins.fanout import Fanout
 from oscbridge.plugins.levels import Levels, TrackLevel
 from oscbridge.plugins.ops import HUB_OPS, instance_op, quarantine_op
 from oscbridge.plugins.pool import PortPool, Quarantine, port_is_bindable
-from oscbridge.plugins.registry import NEVER, Addr, Instance
+from oscbridge.plugins.registry import MAX_INSTANCES, NEVER, Addr, Instance, RegistryFull
 from oscbridge.plugins.traffic import Traffic
 from oscbridge.router import PluginHandler
 from oscbridge.store.spool import SpoolError
@@ -77,13 +79,15 @@ class PluginHub:
         self.ctx = ctx
         self.settings = settings = ctx.settings
         self.registry = ctx.instances
+        # Live instances hold a port: room for all of them plus as many forgotten ones (see MAX_INSTANCES).
+        self.registry.max_instances = max(MAX_INSTANCES, 2 * (settings.port_range_end - settings.port_range_start + 1))
         self.plugin_host = "127.0.0.1" if settings.host in ("", "0.0.0.0") else settings.host
         self.local: Addr = (settings.host, settings.osc_port)
         self.pool = PortPool(settings.port_range_start, settings.port_range_end,
                              partial(port_is_bindable, self.plugin_host))
         self.levels = Levels()
         self.fanout = Fanout(settings.subscription_ttl, settings.subscriber_max_errors)
-        self.traffic = Traffic(ctx, settings.debug_rows_per_second)
+        self.traffic = Traffic(ctx, settings.debug_rows_per_second, settings.rejected_rows_per_second)
         self.calibration = Calibration(self)
         self.queries: dict[str, Query] = {}
         self.placeholders: dict[int, Placeholder] = {}
@@ -96,6 +100,7 @@ class PluginHub:
         self.next_discovery = 0.0
         self._task: asyncio.Task[None] | None = None
         self._warn = RateLimitedWarning(log, "plugin_hub_anomaly")
+        self._warn_stale = RateLimitedWarning(log, "plugin_stale_probe_answer")
 
     # -- Component ----------------------------------------------------------------------------------------------
 
@@ -232,17 +237,22 @@ class PluginHub:
             inst.response_port = response_port
             self._send_assignment(temp_id, inst.port or -1, "assigned", (addr[0], response_port))
             return
+        if inst is None:
+            try:
+                inst = self.registry.add(Instance(temp_id))
+            except RegistryFull as exc:
+                self._reject(message, addr, "instances_full", f"no room for another plugin instance ({exc})", True)
+                self._send_assignment(temp_id, -1, "error", (addr[0], response_port))
+                return
+        else:
+            self._set_plugin(inst, "")  # a new request means a fresh plugin: no track id yet
         self._control_in(message, addr)
         self.unknown_senders.pop(addr, None)  # a new plugin that reuses a dead one's sender port has no track yet
         port = self.allocate(temp_id, preferred if preferred in self.pool else None)
-        if inst is None:
-            inst = self.registry.add(Instance(temp_id))
-        else:
-            self._set_plugin(inst, "")  # a new request means a fresh plugin: no track id yet
         self.registry.set_sender(inst, addr)
         inst.response_port = response_port
         inst.port = port
-        inst.last_heard = inst.assigned_at = time.monotonic()
+        inst.last_heard = inst.assigned_at = inst.located_at = time.monotonic()  # it listens on its bootstrap port
         inst.probe_sent, inst.misses = NEVER, 0
         if port is None:
             self.counters["pool_exhausted"] += 1
@@ -288,6 +298,7 @@ class PluginHub:
         self.registry.set_sender(inst, addr)
         inst.last_heard = time.monotonic()
         if status == "bound":
+            inst.located_at = inst.last_heard
             inst.state = "identified" if inst.plugin_id else "bound"
             self.commit(inst)
         else:
@@ -344,13 +355,28 @@ class PluginHub:
             self.counters["unknown_query"] += 1  # late (after the window) or not ours: proves nothing
             self._touch(addr)
             return
-        self.adopt(temp_id, query.port, addr)
-        if query.round is not None:
-            query.round.add(temp_id, (query.port, rms))
+        inst = self.registry.get(temp_id)
+        if inst is not None and inst.port != query.port and inst.located_at > query.sent:
+            self._stale_answer(inst, query, addr)
+        else:
+            inst = self.adopt(temp_id, query.port, addr, proven_at=query.sent)
+        if query.round is not None:  # the level is current even when the port in the query is not
+            query.round.add(temp_id, (query.port if inst.port is None else inst.port, rms))
+
+    def _stale_answer(self, inst: Instance, query: Query, addr: Addr) -> None:
+        """An answer to a probe of `query.port` that went out before the wire proved `inst` elsewhere: the plugin read
+        it there and moved since (seen 53 ms after the confirmation of the new port). It is alive; nothing moves."""
+        self.counters["stale_probe_answers"] += 1
+        self._touch(addr)
+        self._warn_stale(instance_id=inst.instance_id, probed_port=query.port, port=inst.port,
+                         ms_after_proof=round((time.monotonic() - inst.located_at) * 1000),
+                         total=self.counters["stale_probe_answers"])
 
     def adopt(self, temp_id: str, port: int, sender: Addr, response_port: int | None = None,
-              note: str = "") -> Instance:
-        """Records what the wire proved: instance `temp_id` listens on `port` and sends from `sender`."""
+              note: str = "", proven_at: float | None = None) -> Instance:
+        """Records what the wire proved: instance `temp_id` listens on `port` and sends from `sender` (as of
+        `proven_at`, monotonic: when the probe it answered went out; default now)."""
+        now = time.monotonic()
         inst = self.registry.get(temp_id)
         created = inst is None
         if inst is None:
@@ -370,13 +396,14 @@ class PluginHub:
         if response_port is not None:
             inst.response_port = response_port
         carried, heard = self.unknown_senders.pop(sender, ("", NEVER))
-        if carried and carried != inst.plugin_id and time.monotonic() - heard < self.settings.plugin_silence:
+        if carried and carried != inst.plugin_id and now - heard < self.settings.plugin_silence:
             self._set_plugin(inst, carried)  # it streams telemetry for that track now
             changed = True
         state = "identified" if inst.plugin_id else "bound"
         changed = changed or inst.state != state
         inst.state = state
-        inst.last_heard = time.monotonic()
+        inst.last_heard = now
+        inst.located_at = max(inst.located_at, now if proven_at is None else proven_at)
         inst.probe_sent, inst.misses = NEVER, 0
         if changed:
             self.counters["adopted"] += 1

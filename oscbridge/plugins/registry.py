@@ -31,6 +31,9 @@ class Instance:
     # Liveness bookkeeping of the hub (monotonic seconds).
     assigned_at: float = NEVER
     probe_sent: float = NEVER  # when the outstanding liveness probe went out (NEVER: none outstanding)
+    # When the wire last proved where it is: a request from its bootstrap port, a matching `port_confirmed`, an
+    # adoption. An answer to a probe sent before that shows where it was, not where it is (hub._on_rms_response).
+    located_at: float = NEVER
     misses: int = 0
     changed_at: float = field(default_factory=time.monotonic)  # last state change, for retention of gone ones
     seen_stored: float = NEVER  # the last_heard value last written to the database
@@ -40,8 +43,19 @@ class Instance:
         return self.state in LIVE
 
 
+# Every request_port with a new tempID makes an instance, and a failed or gone one is kept for a while
+# (`gone_retention`): without a bound, a flood of requests with made-up tempIDs would grow memory for ever. Live
+# instances hold a port, so at most the pool's size of them are live; the rest can be forgotten oldest first.
+MAX_INSTANCES = 4096
+
+
+class RegistryFull(Exception):
+    """Every known instance is live and the registry is at its bound; nothing can be forgotten."""
+
+
 class InstanceRegistry:
-    def __init__(self) -> None:
+    def __init__(self, max_instances: int = MAX_INSTANCES) -> None:
+        self.max_instances = max_instances
         self.by_id: dict[str, Instance] = {}
         self.by_plugin_id: dict[str, Instance] = {}
         self.by_sender: dict[Addr, Instance] = {}
@@ -57,6 +71,10 @@ class InstanceRegistry:
         return sum(1 for inst in self.by_id.values() if inst.state in states)
 
     def add(self, inst: Instance) -> Instance:
+        """Adds an instance; at the bound, first forgets the oldest that are not live (raises RegistryFull when
+        none can be forgotten)."""
+        if len(self.by_id) >= self.max_instances and inst.instance_id not in self.by_id:
+            self._forget_oldest_dead(max(1, self.max_instances // 64))
         self.by_id[inst.instance_id] = inst
         if inst.sender is not None:
             self.by_sender[inst.sender] = inst
@@ -86,6 +104,19 @@ class InstanceRegistry:
             return None
         previous.plugin_id = ""
         return previous
+
+    def _forget_oldest_dead(self, count: int) -> None:
+        """Forgets up to `count` instances that are not live, oldest first (dicts keep insertion order)."""
+        dead = []
+        for inst in self.by_id.values():
+            if not inst.live:
+                dead.append(inst)
+                if len(dead) == count:
+                    break
+        if not dead:
+            raise RegistryFull(f"{len(self.by_id)} live plugin instances")
+        for inst in dead:
+            self.drop(inst)
 
     def drop(self, inst: Instance) -> None:
         """Forgets an instance (a gone one past its retention)."""

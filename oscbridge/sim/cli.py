@@ -18,7 +18,7 @@ from typing import TextIO
 
 from oscbridge.logs import configure_logging
 from oscbridge.recording import parse_host_port
-from oscbridge.sim.plugin import SILENCE_RMS, PluginFleet, SimConfig, SimulatedPlugin
+from oscbridge.sim.plugin import MESSAGE_DELAY, SILENCE_RMS, PluginFleet, SimConfig, SimulatedPlugin
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ephemeral-count", type=int, default=100, help="bootstrap ports to try (100)")
     parser.add_argument("--unmuted", action="store_true", help="start with strips unmuted (levels are live)")
     parser.add_argument("--signal-rms", type=float, default=SILENCE_RMS, help="linear RMS of the input signal")
+    parser.add_argument("--message-thread", action="store_true",
+                        help="handle every datagram on one ordered queue like the real plugin's message thread "
+                             "(a probe read on the old port is answered after a move)")
+    parser.add_argument("--message-delay", type=float, default=MESSAGE_DELAY,
+                        help=f"seconds the message thread spends per datagram ({MESSAGE_DELAY})")
     parser.add_argument("--log-level", default="warning", help="log level on stderr (default warning)")
 
 
@@ -55,16 +60,10 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     if args.plugins < 1:
         print("oscbridge simulate: --plugins must be at least 1", file=sys.stderr)
         return 2
-    config = SimConfig(
-        bridge_host=bridge_host,
-        bridge_port=bridge_port,
-        ephemeral_base=args.ephemeral_base,
-        ephemeral_step=args.ephemeral_step,
-        ephemeral_count=args.ephemeral_count,
-        start_muted=not args.unmuted,
-        signal_rms=args.signal_rms,
-    )
-    fleet = PluginFleet(args.plugins, config, interval=args.interval)
+    if args.message_delay < 0:
+        print("oscbridge simulate: --message-delay must not be negative", file=sys.stderr)
+        return 2
+    fleet = PluginFleet(args.plugins, config_from_args(args, bridge_host, bridge_port), interval=args.interval)
     try:
         asyncio.run(_simulate(fleet, args.duration))
     except OSError as exc:
@@ -73,6 +72,21 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     for plugin in fleet:
         print(json.dumps(summary(plugin)), file=out)
     return 0
+
+
+def config_from_args(args: argparse.Namespace, bridge_host: str, bridge_port: int) -> SimConfig:
+    """The plugin configuration that parsed options describe."""
+    return SimConfig(
+        bridge_host=bridge_host,
+        bridge_port=bridge_port,
+        ephemeral_base=args.ephemeral_base,
+        ephemeral_step=args.ephemeral_step,
+        ephemeral_count=args.ephemeral_count,
+        start_muted=not args.unmuted,
+        signal_rms=args.signal_rms,
+        message_thread=args.message_thread,
+        message_delay=args.message_delay,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

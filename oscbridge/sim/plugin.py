@@ -11,7 +11,11 @@ the protocol's intent (see `aiplayer-osc-protocol.md`, sections 1-3 and 6):
 * telemetry every 41 ms once it is both bound and identified, `/aiplayer/telemetry` then `/aiplayer/rms`;
   nothing but closing the plugin stops it;
 * strict argument checks (`start_tone` with ints, `set_parameter` with an int value are ignored), a parser
-  as strict as JUCE's (zero padding, only `i f s b r` tags), bundles dropped.
+  as strict as JUCE's (zero padding, only `i f s b r` tags), bundles dropped;
+* optionally (`SimConfig.message_thread`) one message thread, as in the real plugin (Appendix B): whatever the
+  receivers read waits in one queue and is handled in arrival order, the 50 ms rebind pause blocks that thread,
+  and what was read on the old socket before a move is handled after it (a probe of the old port is answered
+  once the plugin listens on the new one). `hold()` / `release()` block that thread like a busy host.
 
 A small levels model (tone, mute, signal, GAIN) makes calibration testable: a muted strip is not rendered by
 the host, so its RMS and bands freeze at the last values it rendered.
@@ -25,7 +29,8 @@ import math
 import socket
 import struct
 import uuid
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -65,6 +70,9 @@ GAIN_RANGE_DB: Final = (-60.0, 0.0)
 _TONE_MAIN_BAND_OFFSET_DB: Final = -6.0
 _TONE_LEAK_BAND_OFFSET_DB: Final = -43.6
 _JUCE_TAGS: Final = frozenset("ifsbr")
+# How long the message thread spends on each datagram: the real plugin handles back-to-back assignments about
+# 54 ms apart, the 50 ms rebind pause plus about 4 ms (Appendix B).
+MESSAGE_DELAY: Final = 0.004
 
 PluginState = Literal["new", "requesting", "assigned", "bound", "failed", "deaf"]
 Bands = tuple[float, float, float, float]
@@ -85,6 +93,9 @@ class SimConfig:
     rebind_delay: float = 0.05  # OSCManager::bindReceiver sleeps this long after closing the old receiver
     start_muted: bool = True  # calibration mutes every track before the tone starts
     signal_rms: float = SILENCE_RMS
+    # The real plugin's message thread (see the module docstring). Off: each datagram is handled as it arrives.
+    message_thread: bool = False
+    message_delay: float = MESSAGE_DELAY
 
     def ephemeral_candidates(self) -> Iterator[int]:
         """The bootstrap ports in the order the plugin tries them."""
@@ -223,7 +234,8 @@ class SimulatedPlugin:
     Public attributes are meant to be read (and the levels ones set) by tests:
     `temp_id`, `state`, `port` (assigned port once bound), `ephemeral_port`, `listening_port` (None = deaf),
     `track_id`, `sender_port`, `received` / `sent` (lists of (address, args)), `dropped` (datagrams JUCE would
-    not parse), `parameters`, `chat_responses`, `tone_on`, `muted`, `signal_rms`, `signal_bands`.
+    not parse), `parameters`, `chat_responses`, `tone_on`, `muted`, `signal_rms`, `signal_bands`, and with a
+    message thread `queued` (read, not handled yet; `received` lists what was handled).
     """
 
     def __init__(self, config: SimConfig | None = None, *, temp_id: str | None = None) -> None:
@@ -252,7 +264,14 @@ class SimulatedPlugin:
         self._sender: socket.socket | None = None
         self._bridge_addr: tuple[Any, ...] = (self.config.bridge_host, self.config.bridge_port)
         self._receiver: asyncio.DatagramTransport | None = None
+        self._receiver_sock: socket.socket | None = None
         self._telemetry: asyncio.Task[None] | None = None
+        # The message thread: what the receivers read, the messages it may still handle (None: no limit), whether
+        # it is handling one now, and the port the assignment it is handling moves to.
+        self._inbox: deque[tuple[str, list[TypedArg]]] = deque()
+        self._allowance: int | None = None
+        self._handling = False
+        self._rebind_to: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
         self._handlers: dict[str, Callable[[list[TypedArg]], None]] = {
@@ -281,6 +300,8 @@ class SimulatedPlugin:
         loop = asyncio.get_running_loop()
         infos = await loop.getaddrinfo(self.config.bridge_host, self.config.bridge_port, type=socket.SOCK_DGRAM)
         family, _, _, _, self._bridge_addr = infos[0]
+        if self.config.message_thread:
+            self._spawn(self._message_thread())
         sender = socket.socket(family, socket.SOCK_DGRAM)
         sender.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
         sender.setblocking(False)
@@ -321,6 +342,27 @@ class SimulatedPlugin:
         await self.close()
 
     # ---- things a test or a user does ------------------------------------------------------------------------
+
+    def hold(self) -> None:
+        """Blocks the message thread (a busy host): datagrams are still read and queued, none is handled, no
+        telemetry goes out. Needs `SimConfig(message_thread=True)`."""
+        self._need_message_thread()
+        self._allowance = 0
+
+    def release(self, count: int | None = None) -> None:
+        """Lets the message thread run again: `count` more messages (then it is held again), or all."""
+        self._need_message_thread()
+        self._allowance = count
+        self._notify()
+
+    @property
+    def queued(self) -> list[tuple[str, list[Any]]]:
+        """What the receivers read that the message thread has not handled yet, oldest first."""
+        return [(address, [value for _, value in args]) for address, args in self._inbox]
+
+    def _need_message_thread(self) -> None:
+        if not self.config.message_thread:
+            raise RuntimeError("only a plugin with SimConfig(message_thread=True) has a message thread to hold")
 
     def send_chat(self, text: str) -> bool:
         """The user pressed send in the plugin editor: `,is [1, text]` (the app expects `,ss` and drops it)."""
@@ -397,15 +439,43 @@ class SimulatedPlugin:
         parsed = parse_like_juce(data)
         if parsed is None:
             self.dropped += 1
+        elif self.config.message_thread:
+            self._inbox.append(parsed)
         else:
-            address, args = parsed
-            self.received.append((address, [value for _, value in args]))
-            handler = self._handlers.get(address)
-            if handler is None:
-                log.warning("sim_unhandled_message", temp_id=self.temp_id, address=address)
-            else:
-                handler(args)
+            self._handle(*parsed)
         self._notify()
+
+    def _handle(self, address: str, args: list[TypedArg]) -> None:
+        self.received.append((address, [value for _, value in args]))
+        handler = self._handlers.get(address)
+        if handler is None:
+            log.warning("sim_unhandled_message", temp_id=self.temp_id, address=address)
+        else:
+            handler(args)
+
+    @property
+    def _thread_busy(self) -> bool:
+        return self.config.message_thread and (self._handling or self._allowance == 0)
+
+    async def _message_thread(self) -> None:
+        """One message at a time, in the order the receivers read them, whichever socket that was."""
+        while True:
+            changed = self._changed
+            if not self._inbox or self._allowance == 0:
+                await changed.wait()
+                continue
+            if self._allowance is not None:
+                self._allowance -= 1
+            self._handling = True
+            try:
+                await asyncio.sleep(self.config.message_delay)
+                self._handle(*self._inbox.popleft())
+                if self._rebind_to is not None:
+                    port, self._rebind_to = self._rebind_to, None
+                    await self._move_to(port)  # bindReceiver sleeps on the message thread: nothing else runs
+            finally:
+                self._handling = False
+            self._notify()
 
     def _on_port_assignment(self, args: list[TypedArg]) -> None:
         if [tag for tag, _ in args] != ["s", "i", "s"]:
@@ -416,9 +486,10 @@ class SimulatedPlugin:
         if status == "assigned" and port > 0:
             self._set_state("assigned")
             self._close_receiver()
-            task = asyncio.get_running_loop().create_task(self._move_to(port))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            if self.config.message_thread:
+                self._rebind_to = port  # the message thread moves once this handler returns
+            else:
+                self._spawn(self._move_to(port))
         else:
             log.error("sim_port_assignment_failed", temp_id=self.temp_id, status=status)
             self._set_state("failed")  # the receiver stays where it is
@@ -490,6 +561,8 @@ class SimulatedPlugin:
         due = loop.time() + interval
         while True:
             await asyncio.sleep(max(0.0, due - loop.time()))
+            while self._thread_busy:  # a JUCE timer fires on the message thread, late if that is busy
+                await self._changed.wait()
             self._send_telemetry_now()
             due += interval
             if due < loop.time():  # a late timer does not fire the missed ticks
@@ -517,13 +590,32 @@ class SimulatedPlugin:
         sock.setblocking(False)
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(lambda: _ReceiverProtocol(self), sock=sock)
-        self._receiver, self.listening_port = transport, port
+        self._receiver, self._receiver_sock, self.listening_port = transport, sock, port
         return True
 
     def _close_receiver(self) -> None:
-        if self._receiver is not None:
-            self._receiver.close()
-            self._receiver, self.listening_port = None, None
+        if self._receiver is None:
+            return
+        if self.config.message_thread and not self.closed:
+            self._drain_receiver()
+        self._receiver.close()
+        self._receiver, self._receiver_sock, self.listening_port = None, None, None
+
+    def _drain_receiver(self) -> None:
+        """Queues what already arrived on the receiver about to close: JUCE's receiver thread reads each datagram
+        as it arrives, so the message thread handles it later even though the socket is gone by then."""
+        assert self._receiver_sock is not None
+        while True:
+            try:
+                data = self._receiver_sock.recv(65536)
+            except OSError:  # BlockingIOError: nothing left
+                return
+            self._on_datagram(data)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _send(self, address: str, *args: TypedArg, fatal: bool = False) -> bool:
         """Sends from the one sender socket. A failed send of a port request or telemetry message leaves the

@@ -11,7 +11,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 from pgvector.asyncpg import register_vector
@@ -41,6 +41,47 @@ CONNECTION_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.TooManyConnectionsError,
 )
+
+
+# SQLSTATE classes (and single codes) of errors that say "not now" rather than "not this": the write stays in the
+# spool and is tried again (with capped backoff), never moved to rejected.jsonl. Seen on a full disk: 53100
+# "could not extend file" had sent 1,219 of 1,360 acknowledged writes to rejected.jsonl.
+TEMPORARY_SQLSTATE_CLASSES = {
+    "08": "connection exception",
+    "40": "transaction rollback (serialization failure, deadlock)",
+    "53": "insufficient resources (disk full, out of memory, too many connections)",
+    "57": "operator intervention (shutdown, cannot connect now, query canceled)",
+    "58": "system error (I/O error)",
+}
+TEMPORARY_SQLSTATES = {"55P03": "lock not available"}
+
+ErrorKind = Literal["connection", "temporary", "refused", "unknown"]
+
+
+def classify(exc: BaseException) -> ErrorKind:
+    """What a failed write means, for the writer.
+
+    - `connection`: the server cannot be reached (mark the database down, keep the write, retry);
+    - `temporary`: PostgreSQL answers but cannot take the write now (TEMPORARY_SQLSTATE_CLASSES: a full disk,
+      memory, a shutdown, a deadlock, a lock timeout): keep the write and retry;
+    - `refused`: PostgreSQL refuses this write for good: a data error (classes 22, 23) or any other SQLSTATE
+      outside the temporary classes (a statement that the schema no longer fits, class 42), and the bridge's own
+      ValueError/KeyError/TypeError from an applier (a malformed operation): it goes to rejected.jsonl, from which
+      `oscbridge spool retry-rejected` re-applies it after a fix;
+    - `unknown`: anything else (a bug): keep the write and retry, logging the traceback.
+    """
+    if isinstance(exc, asyncpg.PostgresError):
+        state = str(exc.sqlstate or "")
+        if state[:2] == "08" or isinstance(exc, CONNECTION_ERRORS):
+            return "connection"
+        if state[:2] in TEMPORARY_SQLSTATE_CLASSES or state in TEMPORARY_SQLSTATES:
+            return "temporary"
+        return "refused"
+    if isinstance(exc, CONNECTION_ERRORS):
+        return "connection"
+    if isinstance(exc, ValueError | KeyError | TypeError):
+        return "refused"
+    return "unknown"
 
 
 class SchemaError(Exception):

@@ -5,9 +5,11 @@ waits on the database. Each operation kind registers an applier that writes a ru
 that kind (COPY through a staging table for append-only rows, plain statements for the rest). Operations keep
 their order, which the foreign keys rely on (a project before its session before its rows).
 
-Failures: when the server is unreachable the batch stays in the spool and is retried with capped backoff; when
-PostgreSQL refuses an operation for good (a constraint, a bad value) the batch is retried one operation at a
-time and only the refused one is moved to `rejected.jsonl`, with the reason logged.
+Failures are sorted by `store.db.classify`. When the server is unreachable, or answers but cannot take writes
+now (a full disk, a shutdown, a deadlock), the batch stays in the spool and is retried with capped backoff, with
+a rate-limited warning rather than a traceback per attempt. When PostgreSQL refuses an operation for good (a
+constraint, a bad value) the batch is retried one operation at a time and only the refused one is moved to
+`rejected.jsonl`, with the reason logged; `retry_rejected` moves such operations back after a fix.
 """
 
 from __future__ import annotations
@@ -18,15 +20,17 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, overload
 
 import asyncpg
 
-from oscbridge.logs import get_logger
-from oscbridge.store.db import CONNECTION_ERRORS, Database
-from oscbridge.store.spool import Spool
+from oscbridge.logs import RateLimitedWarning, get_logger
+from oscbridge.store.db import Database, classify
+from oscbridge.store.spool import Spool, SpoolError
 
 log = get_logger("oscbridge.writer")
+
+SYNC_INTERVAL = 1.0  # seconds between fsyncs of spool lines not yet in PostgreSQL: the power-loss window
 
 Applier = Callable[[asyncpg.Connection, list[dict[str, Any]]], Awaitable[None]]
 
@@ -48,7 +52,7 @@ def ts_to_dt(ts: float) -> datetime:
 
 
 class Writer:
-    def __init__(self, db: Database, spool: Spool, kinds: Sequence[OpKind], batch_size: int = 500) -> None:
+    def __init__(self, db: Database, spool: Spool, kinds: Sequence[OpKind], batch_size: int = 50) -> None:
         self.db = db
         self.spool = spool
         self.kinds = {k.name: k for k in kinds}
@@ -57,9 +61,13 @@ class Writer:
         self._committed = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        self._syncer: asyncio.Task[None] | None = None
         self.batches = 0
         self.rejected = 0
+        self.rejected_again = 0  # of the operations moved back by retry_rejected
         self.failures_in_a_row = 0
+        self._warn_temporary = RateLimitedWarning(log, "database_cannot_take_writes_now")
+        self._warn_spool = RateLimitedWarning(log, "writer_cannot_keep_rejected")
 
     def register(self, *kinds: OpKind) -> None:
         for kind in kinds:
@@ -67,12 +75,28 @@ class Writer:
 
     # -- producer side (receive path) -------------------------------------------------------------------------
 
-    def submit(self, kind: str, data: dict[str, Any]) -> int:
-        """Makes the write durable locally and schedules it; returns its sequence number. Raises SpoolError."""
+    @overload
+    def submit(self, kind: str, data: dict[str, Any]) -> int: ...
+
+    @overload
+    def submit(self, kind: str, data: dict[str, Any], *, best_effort: Literal[False]) -> int: ...
+
+    @overload
+    def submit(self, kind: str, data: dict[str, Any], *, best_effort: bool) -> int | None: ...
+
+    def submit(self, kind: str, data: dict[str, Any], *, best_effort: bool = False) -> int | None:
+        """Makes the write durable locally and schedules it; returns its sequence number. Raises SpoolError
+        (nothing stored; the client is told `unavailable`).
+
+        A `best_effort` write (a debug row of plugin traffic) never raises: when the spool is crowded (three
+        quarters of its cap, or the disk nearly full) or cannot be written, it is dropped, counted in
+        `spool.dropped`, and None is returned.
+        """
         if kind not in self.kinds:
             raise KeyError(f"unknown write kind {kind}")
-        seq = self.spool.append({"k": kind, "d": data})
-        self.wake()
+        seq = self.spool.append({"k": kind, "d": data}, best_effort=best_effort)
+        if seq is not None:
+            self.wake()
         return seq
 
     def wake(self) -> None:
@@ -111,20 +135,32 @@ class Writer:
     # -- the task ---------------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="oscbridge-writer")
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name="oscbridge-writer")
+        self._syncer = loop.create_task(self._sync_every(SYNC_INTERVAL), name="oscbridge-spool-sync")
 
     async def stop(self, timeout: float) -> bool:
         """Writes what is queued (up to `timeout` seconds), then stops. True if nothing was left behind."""
         drained = await self.flush(timeout) if self.spool.pending else True
         self._stopping = True
         self._wake.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._syncer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self.spool.needs_sync:
+            self.spool.sync()  # what stays behind is on disk for the next start
         if not drained:
             log.warning("writer_stopped_with_pending", pending=self.spool.pending, spool=str(self.spool.path))
         return drained
+
+    async def _sync_every(self, interval: float) -> None:
+        """fsyncs the spool in a thread while it holds lines that PostgreSQL does not have (see spool.py)."""
+        while True:
+            await asyncio.sleep(interval)
+            if self.spool.needs_sync:
+                await asyncio.to_thread(self.spool.sync)
 
     async def _run(self) -> None:
         backoff = 0.25
@@ -139,44 +175,58 @@ class Writer:
                 await asyncio.sleep(0.05)
                 continue
             try:
-                await self._write_batch(ops)
+                refused = await self._write_batch(ops)
+                if refused:
+                    self._reject(refused)
             except Exception as exc:
-                if isinstance(exc, CONNECTION_ERRORS):
-                    self.db.mark_down(exc)
-                else:
-                    # The writer must outlive anything unforeseen (a driver state, a bug in an applier): the batch
-                    # stays in the spool and is tried again after the backoff.
-                    log.exception("writer_batch_failed", error=f"{type(exc).__name__}: {exc}"[:300], ops=len(ops))
+                self._note_failure(exc, len(ops))
                 self.failures_in_a_row += 1
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.25
             self.failures_in_a_row = 0
-            self.spool.sync()
             self.spool.commit(end, len(ops))
             self.batches += 1
             self._committed.set()
             self._committed = asyncio.Event()
+
+    def _note_failure(self, exc: Exception, ops: int) -> None:
+        """Says why a batch stays in the spool: once per cause and interval, with a traceback only for a bug."""
+        kind = classify(exc)
+        error = f"{type(exc).__name__}: {exc}"[:300]
+        if isinstance(exc, SpoolError):
+            self._warn_spool(error=str(exc), ops=ops)
+        elif kind == "connection":
+            self.db.mark_down(exc)
+        elif kind == "temporary":
+            self._warn_temporary(sqlstate=getattr(exc, "sqlstate", None), error=error, ops=ops,
+                                 hint="the writes stay in the spool and are retried")
+        else:
+            # The writer must outlive anything unforeseen (a driver state, a bug in an applier): the batch
+            # stays in the spool and is tried again after the backoff.
+            log.exception("writer_batch_failed", error=error, ops=ops)
 
     async def _sleep(self, seconds: float) -> None:
         self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 
-    async def _write_batch(self, ops: list[dict[str, Any]]) -> None:
+    async def _write_batch(self, ops: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
+        """Writes a batch in one transaction; returns the operations PostgreSQL refused for good, with the
+        reason. Raises what is not the operations' fault (the batch is then retried whole)."""
+        refused = [(op, "the spool line is not JSON") for op in ops if op.get("k") == "_skip"]
         async with self.db.acquire() as conn:
             try:
                 async with conn.transaction():
                     for kind, run in _runs(ops):
                         await self.kinds[kind].apply(conn, run)
-                return
-            except CONNECTION_ERRORS:
-                raise
-            except (asyncpg.PostgresError, ValueError, KeyError, TypeError) as exc:
+                return refused
+            except Exception as exc:
+                if classify(exc) != "refused":
+                    raise
                 if len(ops) == 1:
-                    self._reject(ops[0], exc)
-                    return
+                    return [(ops[0], _reason(exc))]
                 log.warning("writer_batch_refused", error=str(exc)[:300], ops=len(ops))
             # Isolate the refused operation(s): one transaction each.
             for op in ops:
@@ -185,17 +235,52 @@ class Writer:
                 try:
                     async with conn.transaction():
                         await self.kinds[op["k"]].apply(conn, [op["d"]])
-                except CONNECTION_ERRORS:
-                    raise
-                except (asyncpg.PostgresError, ValueError, KeyError, TypeError) as exc:
-                    self._reject(op, exc)
+                except Exception as exc:
+                    if classify(exc) != "refused":
+                        raise
+                    refused.append((op, _reason(exc)))
+        return refused
 
-    def _reject(self, op: dict[str, Any], exc: BaseException) -> None:
-        self.rejected += 1
-        error = f"{type(exc).__name__}: {exc}"[:500]
-        log.error("write_rejected", kind=op.get("k"), id=(op.get("d") or {}).get("id"), error=error,
-                  kept_in=str(self.spool.rejected_path))
-        self.spool.reject(op, error)
+    def _reject(self, refused: list[tuple[dict[str, Any], str]]) -> None:
+        """Moves refused operations to rejected.jsonl (SpoolError when the disk is full: the batch is retried)."""
+        self.spool.reject(refused)
+        self.rejected += len(refused)
+        self.rejected_again += sum(1 for op, _ in refused if op.get("r"))
+        for op, error in refused:
+            log.error("write_rejected", kind=op.get("k"), id=(op.get("d") or {}).get("id"), error=error,
+                      kept_in=str(self.spool.rejected_path))
+
+
+def _reason(exc: BaseException) -> str:
+    state = getattr(exc, "sqlstate", None)
+    return (f"{type(exc).__name__}" + (f" ({state})" if state else "") + f": {exc}")[:500]
+
+
+@dataclass(frozen=True)
+class RetryResult:
+    """What `retry_rejected` did: operations moved back from rejected.jsonl, and of those, how many are now in
+    the database, were refused again (back in rejected.jsonl), or are still waiting in the spool."""
+
+    moved: int
+    applied: int
+    refused_again: int
+    waiting: int
+
+
+async def retry_rejected(writer: Writer, timeout: float) -> RetryResult:
+    """Moves the operations of rejected.jsonl back into the spool and waits (up to `timeout` s) until the writer
+    has applied them, or refused them again. Raises SpoolError when the spool cannot take them (nothing moved).
+
+    Callers serialise calls (one retry at a time), so `rejected_again` counts only this retry's refusals."""
+    before = writer.rejected_again
+    moved = writer.spool.requeue_rejected()
+    if not moved:
+        return RetryResult(0, 0, 0, 0)
+    writer.wake()
+    if not await writer.wait_committed(writer.spool.appended, timeout):
+        return RetryResult(moved, 0, 0, moved)
+    refused = writer.rejected_again - before
+    return RetryResult(moved, moved - refused, refused, 0)
 
 
 def _runs(ops: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:

@@ -1,0 +1,125 @@
+"""The argument checks of every /bridge/* request, fuzzed: any decoded OSC values either convert to what the
+handler expects or are refused with `bad_request` and a message naming the argument; nothing else escapes.
+And a flood of requests that wait (on the database, on plugins) is capped instead of piling up."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from oscbridge.api.core import CoreApi
+from oscbridge.api.debug import DebugApi
+from oscbridge.api.endpoint import Endpoint, collect, request
+from oscbridge.api.mapping import MappingApi
+from oscbridge.api.params import Bool, BridgeError, Float, Int, Param, Str
+from oscbridge.api.plugins import PluginsApi
+from oscbridge.api.project import ProjectApi
+from oscbridge.memory.api import MemoryApi
+from oscbridge.osc.codec import decode_message, encode_message
+from oscbridge.router import MAX_IN_FLIGHT, Router
+
+API_CLASSES = (CoreApi, ProjectApi, MappingApi, DebugApi, PluginsApi, MemoryApi)
+
+
+def endpoints() -> list[Endpoint]:
+    """Every declared request, built from the classes (no bridge needed: only the argument specs are used)."""
+    found: list[Endpoint] = []
+    for cls in API_CLASSES:
+        for _, func in inspect.getmembers(cls, inspect.isfunction):
+            spec = getattr(func, "_bridge_endpoint", None)
+            if spec is not None:
+                address, params = spec
+                found.append(Endpoint(address, params, func, False, sum(1 for p in params if not p.optional),
+                                      tuple(p.convert for p in params)))
+    return found
+
+
+ENDPOINTS = endpoints()
+
+# What the decoder can hand a handler: every type of decoded OSC value, including odd ones.
+VALUE = st.one_of(
+    st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.none(),
+    st.text(max_size=300), st.binary(max_size=20), st.tuples(st.integers(0, 255), st.integers(0, 255)),
+    st.sampled_from(["TR1", "TR", "", "user", "info", "log", " ", "{}", "[1]", '{"a": NaN}', "TR" + "9" * 60]),
+)
+
+
+def _ok(param: Param, value: Any) -> None:
+    """A converted value obeys the spec it passed."""
+    if isinstance(param, Str):
+        assert isinstance(value, str) and param.min_len <= len(value) <= param.max_len
+        assert not param.choices or value in param.choices
+        assert value.startswith(param.prefix)
+    elif isinstance(param, Int):
+        assert type(value) is int
+        assert param.min is None or value >= param.min
+        assert param.max is None or value <= param.max
+    elif isinstance(param, Float):
+        assert type(value) is float and math.isfinite(value)
+    elif isinstance(param, Bool):
+        assert type(value) is bool
+
+
+@settings(derandomize=True, max_examples=600, deadline=None)
+@given(st.sampled_from(ENDPOINTS), st.lists(VALUE, max_size=8))
+def test_any_arguments_convert_correctly_or_are_refused_with_a_reason(endpoint: Endpoint, args: list[Any]) -> None:
+    try:
+        values = endpoint.convert(args)
+    except BridgeError as exc:
+        assert exc.code == "bad_request"
+        assert exc.message and len(exc.message) < 1000
+        return
+    assert len(values) == len(endpoint.params)
+    for param, value in zip(endpoint.params, values, strict=True):
+        if param.optional and value is param.default:
+            continue
+        _ok(param, value)
+
+
+def test_every_request_of_the_api_is_fuzzed() -> None:
+    addresses = {e.address for e in ENDPOINTS}
+    assert {"/bridge/mapping/set", "/bridge/message/save", "/bridge/debug/log", "/bridge/calibrate/assign",
+            "/bridge/subscribe", "/bridge/context/search", "/bridge/snapshot/create"} <= addresses
+
+
+class _Hanging:
+    """A request that waits until released, like a read stuck behind a slow database."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    @request("/bridge/test/slow")
+    async def slow(self) -> tuple[str]:
+        await self.release.wait()
+        return ("done",)
+
+
+@dataclass
+class _Peer:
+    kind: str = "tcp"
+    addr: tuple[str, int] = ("127.0.0.1", 1)
+    sent: list[bytes] = field(default_factory=list)
+
+    def send(self, data: bytes) -> None:
+        self.sent.append(data)
+
+
+async def test_requests_waiting_in_tasks_are_capped_and_the_rest_refused_at_once() -> None:
+    api = _Hanging()
+    router = Router(collect(api), {})
+    peer = _Peer()
+    for n in range(MAX_IN_FLIGHT + 50):
+        router.on_tcp(encode_message("/bridge/test/slow", [f"r{n}"]), peer)
+    refused = [decode_message(p).args for p in peer.sent]
+    assert len(refused) == 50
+    assert all(args[1:3] == ["error", "unavailable"] and "already working on" in args[3] for args in refused)
+    api.release.set()
+    await router.drain(2.0)
+    answers = [decode_message(p).args for p in peer.sent[50:]]
+    assert len(answers) == MAX_IN_FLIGHT and all(a[1:] == ["ok", "done"] for a in answers)
