@@ -48,9 +48,9 @@ import asyncpg
 import httpx
 from pgvector.asyncpg import register_vector
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.fake_ollama when run as a script
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for oscbridge.tools.fake_ollama when run as a script
 
-import tests.fake_ollama
+import oscbridge.tools.fake_ollama
 from oscbridge.app import Bridge
 from oscbridge.client import BridgeClient
 from oscbridge.config import Settings
@@ -62,11 +62,11 @@ from oscbridge.state import project_id_for
 from oscbridge.store.db import apply_schema
 from oscbridge.store.embedded import EmbeddedPostgres
 from tests.conftest import free_port
-from tests.fake_ollama import FakeOllama
+from oscbridge.tools.fake_ollama import FakeOllama
 
 # Ollama (a Go server) answers without Nagle's delay; the fake's http.server would add ~40 ms of delayed-ACK wait
 # to every query embedding. The embedding is excluded from the search figures anyway, but not from end to end.
-tests.fake_ollama._Handler.disable_nagle_algorithm = True
+oscbridge.tools.fake_ollama._Handler.disable_nagle_algorithm = True
 
 DIM = 768
 TOPICS = 100

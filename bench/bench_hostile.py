@@ -1,6 +1,6 @@
 """The fuzz rate: hostile datagrams per second a server absorbs while it still answers pings within 1 ms p99.
 
-The storm is `oscbridge.sim.hostile` (the attacks of issue 8 and mutations of real traffic, seeded), sent from a
+The storm is `oscbridge.tools.hostile` (the attacks of issue 8 and mutations of real traffic, seeded), sent from a
 separate process at a fixed rate for a few seconds per step; meanwhile this process sends a ping every 2 ms and
 waits at most 50 ms for each answer. Peers in the same run, under the same storm:
 
@@ -64,7 +64,7 @@ asyncio.run(main())
 
 SENDER = """
 import socket, sys, time
-from oscbridge.sim.hostile import hostile_datagrams
+from oscbridge.tools.hostile import hostile_datagrams
 port, rate, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 datagrams = list(hostile_datagrams(8, int(rate * seconds)))
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -151,7 +151,7 @@ def main() -> int:
             if proc is not None:
                 proc.kill()
                 proc.wait(5)
-    print_table(f"Pings every 2 ms during {ns.seconds:.0f} s of hostile traffic (oscbridge.sim.hostile, seed 8)", rows)
+    print_table(f"Pings every 2 ms during {ns.seconds:.0f} s of hostile traffic (oscbridge.tools.hostile, seed 8)", rows)
     print("\nFuzz rate (highest rate with no lost ping and p99 < 1 ms):")
     for name in names:
         print(f"  {name:32} {fuzz_rate.get(name, 0):>6} datagrams/s")

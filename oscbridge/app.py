@@ -1,9 +1,11 @@
 """Wires the daemon together and runs it: start, serve, drain and stop, in that order.
 
-Start: bind the sockets first (a second bridge fails at once; datagrams wait in the kernel buffer), then the
-database (embedded or given), the schema and the stored state, then the writer, then read the sockets and log
-`ready`. Stop (SIGTERM/SIGINT): stop reading, finish in-flight requests, write what is queued, close the pool,
-stop the embedded server.
+Start: bind the sockets first (a second bridge fails at once; datagrams wait in the kernel buffer), take the
+spool, then the database (embedded or given), the schema and the stored state. Then every part is built complete,
+bottom up, each given what it uses: the writer (with every write type, so a spool left by the last run is applied
+first), the projects, the plugin hub and the memory, the request handlers, the router; then the sockets are read,
+the components start, and `ready` is logged. Stop (SIGTERM/SIGINT): stop reading, finish in-flight requests,
+write what is queued, close the pool, stop the embedded server.
 """
 
 from __future__ import annotations
@@ -12,30 +14,36 @@ import asyncio
 import gc
 import os
 import time
-from pathlib import Path
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from oscbridge.api.core import CoreApi
 from oscbridge.api.debug import DebugApi
 from oscbridge.api.endpoint import collect
 from oscbridge.api.mapping import MappingApi
+from oscbridge.api.memory import MemoryApi
+from oscbridge.api.plugins import PluginsApi
 from oscbridge.api.project import ProjectApi
 from oscbridge.api.spool import SpoolApi
-from oscbridge.component import Component
+from oscbridge.backoff import Backoff
+from oscbridge.clock import SYSTEM_CLOCK, Clock
 from oscbridge.config import Settings
-from oscbridge.context import BridgeContext
 from oscbridge.logs import get_logger
-from oscbridge.memory.component import MemoryComponent
-from oscbridge.osc.transport import TcpLimits, TcpServer, UdpServer, bind_tcp, bind_udp
+from oscbridge.memory.ops import MEMORY_OPS
+from oscbridge.memory.search import HybridSearch
+from oscbridge.memory.worker import EmbeddingWorker
+from oscbridge.osc.transport import TcpLimits, TcpServer, UdpSocket, bind_tcp, bind_udp
+from oscbridge.plugins.adoption import StoredPool
 from oscbridge.plugins.hub import PluginHub
+from oscbridge.plugins.ops import HUB_OPS, load_pool
 from oscbridge.private import DIR_MODE, TRAVERSABLE_DIR_MODE, private_dir
-from oscbridge.recording import Recorder
-from oscbridge.router import PluginHandler, Router
-from oscbridge.state import DEFAULT_PROJECT, ProjectState
+from oscbridge.projects import LoadedProjects, Projects, load_projects
+from oscbridge.redact import redact_url
+from oscbridge.router import Router
 from oscbridge.store.core_ops import CORE_OPS
-from oscbridge.store.db import CONNECTION_ERRORS, Database, fetch_info, redact
+from oscbridge.store.db import CONNECTION_ERRORS, Database, fetch_info
 from oscbridge.store.embedded import EmbeddedPostgres
-from oscbridge.store.load import load_projects
 from oscbridge.store.spool import Spool, SpoolError
 from oscbridge.store.writer import Writer
 
@@ -46,32 +54,72 @@ STARTUP_DB_TIMEOUT = 10.0
 # take to close before its connections are cut.
 WRITER_CANCEL_GRACE = 0.5
 CLOSE_TIMEOUT = 1.0
+COMPONENT_STOP_TIMEOUT = 2.0
+# Every write type the daemon makes; `oscbridge spool retry-rejected` applies the spool with the same list.
+WRITE_KINDS = (*CORE_OPS, *HUB_OPS, *MEMORY_OPS)
+
+
+class Recorder(Protocol):
+    """`tools.recording.Recorder`, as the daemon uses it."""
+
+    def record(self, src: tuple[str, int], dst: tuple[str, int], data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Parts:
+    """Everything a started bridge is made of, complete."""
+
+    spool: Spool
+    db: Database
+    writer: Writer
+    projects: Projects
+    hub: PluginHub
+    memory: EmbeddingWorker
+    router: Router
+    udp: UdpSocket
+    tcp: TcpServer
+    embedded: EmbeddedPostgres | None
+    recorder: Recorder | None
 
 
 class Bridge:
     """One running daemon. `await start()`, then `await stop()`; tests drive it in-process the same way."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings
-        self.embedded: EmbeddedPostgres | None = None
-        self.db: Database | None = None
-        self.ctx: BridgeContext | None = None
-        self.router: Router | None = None
-        self.udp: UdpServer | None = None
-        self.tcp: TcpServer | None = None
-        self.spool: Spool | None = None
-        self._udp_transport: asyncio.DatagramTransport | None = None
+        self.clock = clock
+        self._parts: Parts | None = None
+        self._embedded: EmbeddedPostgres | None = None
         self._background: list[asyncio.Task[Any]] = []
-        self.components: list[Component] = []
-        self.recorder: Recorder | None = None
         self.stopped = asyncio.Event()
 
     @property
     def port(self) -> int:
         return self.settings.osc_port
 
+    @property
+    def parts(self) -> Parts:
+        if self._parts is None:
+            raise RuntimeError("the bridge has not started")
+        return self._parts
+
+    # The parts tests and tools look at most.
+    writer = property(lambda self: self.parts.writer)
+    db = property(lambda self: self.parts.db)
+    router = property(lambda self: self.parts.router)
+    hub = property(lambda self: self.parts.hub)
+    projects = property(lambda self: self.parts.projects)
+    tcp = property(lambda self: self.parts.tcp)
+
+    @property
+    def embedded(self) -> EmbeddedPostgres | None:
+        """The embedded PostgreSQL, once it is started (the second-signal path stops it)."""
+        return self._embedded
+
     async def start(self) -> None:
-        settings = self.settings
+        settings, clock = self.settings, self.clock
         udp_sock = bind_udp(settings.host, settings.osc_port, settings.udp_rcvbuf)
         try:
             tcp_sock = bind_tcp(settings.host, settings.osc_port)
@@ -84,9 +132,9 @@ class Bridge:
         try:
             # Owned for the daemon's life (a lock file): taken before the database so that a second process on
             # this data dir stops here, whatever port it was given.
-            self.spool = Spool(settings.spool_dir, max_bytes=settings.spool_max_bytes,
-                               reserve_bytes=settings.disk_reserve_bytes,
-                               owner={"host": settings.host, "port": settings.osc_port})
+            spool = Spool(settings.spool_dir, max_bytes=settings.spool_max_bytes,
+                          reserve_bytes=settings.disk_reserve_bytes,
+                          owner={"host": settings.host, "port": settings.osc_port})
         except SpoolError:
             udp_sock.close()
             tcp_sock.close()
@@ -95,100 +143,75 @@ class Bridge:
         db_kind = "external" if settings.database_url else "embedded"
         url = settings.database_url
         if url is None:
-            self.embedded = EmbeddedPostgres(settings.embedded_pgdata)
-            url = await self.embedded.start_async()
+            self._embedded = EmbeddedPostgres(settings.embedded_pgdata)
+            url = await self._embedded.start_async()
             private_dir(settings.data_dir, mode=data_mode)  # the helper opens the dirs above its own (as root)
-        self.db = Database(url)
-        state, info = await self._load_state(self.db)
+        db = Database(url)
+        loaded, info = await self._load(db)
 
-        writer = Writer(self.db, self.spool, CORE_OPS)
-        self.ctx = ctx = BridgeContext(settings=settings, state=state, writer=writer, db=self.db)
-        self.components = self._components(ctx)
-        apis: list[object] = [CoreApi(ctx), ProjectApi(ctx), MappingApi(ctx), DebugApi(ctx), SpoolApi(ctx)]
-        plugin_handlers: dict[str, PluginHandler] = {}
-        for component in self.components:
-            writer.register(*component.op_kinds())
-            apis.extend(component.apis())
-            plugin_handlers.update(component.plugin_handlers())
-        self._resume_project(state)
+        recorder = _recorder(settings)
+        udp = UdpSocket(udp_sock, recorder.record if recorder is not None else None)
+        writer = Writer(db, spool, WRITE_KINDS, clock=clock)
+        projects = Projects(loaded, writer.submit, clock)
+        hub = PluginHub(settings, clock, udp.send, projects, writer.submit, _pool_loader(db, writer))
+        memory = EmbeddingWorker(settings, db, writer)
+        apis = [CoreApi(clock, hub.registry, writer, db, memory.up, self._stats), ProjectApi(projects),
+                MappingApi(projects, hub.registry), DebugApi(projects, writer.submit, clock), SpoolApi(writer),
+                PluginsApi(hub, clock),
+                MemoryApi(projects, writer, db, memory, HybridSearch(settings.hnsw_ef_search), clock)]
+        router = Router(collect(*apis), hub.plugin_handlers(), udp)
+        tcp = TcpServer(router.on_tcp, _tcp_limits(settings))
+        self._parts = Parts(spool, db, writer, projects, hub, memory, router, udp, tcp, self._embedded, recorder)
+
         writer.start()
-
-        self.router = router = Router(collect(*apis), plugin_handlers)
-        ctx.router = router
-        router.local_addr = (settings.host, settings.osc_port)
-        self.udp = udp = UdpServer(router.on_udp)
-        router.udp = udp
-        ctx.send = udp.send
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: udp, sock=udp_sock)
-        self._udp_transport = transport
-        if settings.record is not None:
-            self._start_recording(settings.record)
-        self.tcp = TcpServer(router.on_tcp, TcpLimits(
-            max_connections=settings.tcp_max_connections, max_frame=settings.tcp_max_frame,
-            high_water=settings.tcp_high_water, low_water=settings.tcp_low_water,
-            max_unsent=settings.tcp_max_unsent, slow_close=settings.tcp_slow_close))
-        await self.tcp.start(tcp_sock)
-        for component in self.components:
-            await component.start()
-        if not self.db.up:
-            self._background.append(loop.create_task(self._reconnect_loop()))
+        await udp.start(router.on_udp)
+        await tcp.start(tcp_sock)
+        await hub.start()
+        memory.start()
+        if not db.up:
+            self._background.append(asyncio.get_running_loop().create_task(self._reconnect(db, writer)))
         # Everything allocated so far (modules, schema text, pools) lives as long as the daemon: moving it out of
         # the collector's reach keeps full collections, which run on the receive path, short.
         gc.freeze()
-        log.info("ready", host=settings.host, port=settings.osc_port, database=db_kind,
-                 database_up=self.db.up, **info)
+        log.info("ready", host=settings.host, port=settings.osc_port, database=db_kind, database_up=db.up, **info)
 
-    def _start_recording(self, path: Path) -> None:
-        """`--record FILE`: every UDP datagram in and out, in BRIDGE-API.md's JSONL format."""
-        assert self.router is not None and self.udp is not None
-        recorder = self.recorder = Recorder(path)
-        local = self.router.local_addr
-        self.router.recorder = recorder.record
-        self.udp.sent_hook = lambda data, addr: recorder.record(local, addr, data)
-        log.info("recording", file=str(path))
+    def _stats(self) -> dict[str, int]:
+        """`/bridge/stats`: every part's own counters."""
+        parts = self.parts
+        values: dict[str, int] = {}
+        for part in (parts.router, parts.udp, parts.tcp, parts.hub, parts.writer, parts.memory):
+            values.update(part.stats())
+        return values
 
-    def _components(self, ctx: BridgeContext) -> list[Component]:
-        """The parts beyond the foundation, in start order (stopped in reverse)."""
-        return [PluginHub(ctx), MemoryComponent(ctx)]
-
-    async def _load_state(self, db: Database) -> tuple[ProjectState, dict[str, Any]]:
+    async def _load(self, db: Database) -> tuple[LoadedProjects, dict[str, Any]]:
         """Applies the schema and loads projects; with the database unreachable, starts from memory."""
         try:
             await asyncio.wait_for(db.connect(), STARTUP_DB_TIMEOUT)
             async with db.acquire() as conn:
                 info = await fetch_info(conn)
-                state = await load_projects(conn)
+                loaded = await load_projects(conn)
         except CONNECTION_ERRORS as exc:
             db.mark_down(exc)
-            log.warning("database_unreachable_at_start", url=redact(db.url), error=str(exc)[:300],
+            log.warning("database_unreachable_at_start", url=redact_url(db.url), error=str(exc)[:300],
                         hint="serving from memory; acknowledged writes are spooled until it is back")
-            return ProjectState(), {}
-        info["resume"] = state.latest
-        return state, info
+            return LoadedProjects(), {}
+        info["resume"] = loaded.latest
+        return loaded, info
 
-    def _resume_project(self, state: ProjectState) -> None:
-        """Resumes the most recently opened project in a new session, or creates "Default Project"."""
-        assert self.ctx is not None
-        self.ctx.start_session(state.latest or DEFAULT_PROJECT)
-
-    async def _reconnect_loop(self) -> None:
+    async def _reconnect(self, db: Database, writer: Writer) -> None:
         """Keeps trying to reach a database that was down at start, so that schema and writes follow."""
-        assert self.db is not None
-        delay = 0.5
-        while not self.db.up:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+        backoff = Backoff(0.5, 10.0)
+        while not db.up:
+            await self.clock.sleep(backoff.next())
             try:
-                await self.db.connect()
+                await db.connect()
             except CONNECTION_ERRORS as exc:
-                self.db.mark_down(exc)
+                db.mark_down(exc)
                 continue
             except Exception as exc:  # schema refused: say so once, keep serving from memory
                 log.error("schema_not_applied", error=str(exc)[:500])
                 return
-            if self.ctx is not None:
-                self.ctx.writer.wake()
+            writer.wake()
 
     async def stop(self) -> None:
         """Stops within `drain_timeout` seconds (plus stopping the embedded server), whatever the database does.
@@ -201,38 +224,72 @@ class Bridge:
         written at the next start.
         """
         started = time.monotonic()
+        parts = self._parts
+        if parts is None:
+            if self._embedded is not None:
+                await asyncio.to_thread(self._embedded.stop)
+            self.stopped.set()
+            return
         flush_until = started + self.settings.drain_timeout - WRITER_CANCEL_GRACE - CLOSE_TIMEOUT
-        if self._udp_transport is not None:
-            self._udp_transport.close()
-        if self.tcp is not None:
-            await self.tcp.close()
-        for component in reversed(self.components):
+        parts.udp.close()
+        await parts.tcp.close()
+        for name, stop in (("memory", parts.memory.stop), ("plugin hub", parts.hub.stop)):
             try:
-                await asyncio.wait_for(component.stop(), 2.0)
+                await asyncio.wait_for(stop(), COMPONENT_STOP_TIMEOUT)
             except Exception as exc:
-                log.warning("component_stop_failed", component=type(component).__name__, error=str(exc))
-        if self.router is not None:
-            await self.router.drain(2.0)
+                log.warning("component_stop_failed", component=name, error=str(exc))
+        await parts.router.drain(COMPONENT_STOP_TIMEOUT)
         for task in self._background:
             task.cancel()
-        drained = True
-        if self.ctx is not None:
-            # A batch stuck in a query that the server never answers cannot be cancelled promptly (asyncpg waits
-            # for the server to confirm the cancel), so the stop stops waiting for the writer after the grace;
-            # closing the pool below cuts its connection.
-            flush_for = max(0.0, flush_until - time.monotonic())
-            stopping = asyncio.ensure_future(self.ctx.writer.stop(flush_for))
-            done, _ = await asyncio.wait({stopping}, timeout=flush_for + WRITER_CANCEL_GRACE)
-            drained = stopping.result() if done else False
-            if not done:
-                log.warning("writer_stop_timed_out", pending=self.ctx.writer.spool.pending)
-        if self.spool is not None:
-            self.spool.close()
-        if self.recorder is not None:
-            self.recorder.close()
-        if self.db is not None:
-            await self.db.close(CLOSE_TIMEOUT)
-        if self.embedded is not None:
-            await asyncio.to_thread(self.embedded.stop)
+        # A batch stuck in a query that the server never answers cannot be cancelled promptly (asyncpg waits for
+        # the server to confirm the cancel), so the stop stops waiting for the writer after the grace; closing the
+        # pool below cuts its connection.
+        flush_for = max(0.0, flush_until - time.monotonic())
+        stopping = asyncio.ensure_future(parts.writer.stop(flush_for))
+        done, _ = await asyncio.wait({stopping}, timeout=flush_for + WRITER_CANCEL_GRACE)
+        drained = stopping.result() if done else False
+        if not done:
+            log.warning("writer_stop_timed_out", pending=parts.spool.pending)
+        parts.spool.close()
+        if parts.recorder is not None:
+            parts.recorder.close()
+        await parts.db.close(CLOSE_TIMEOUT)
+        if parts.embedded is not None:
+            await asyncio.to_thread(parts.embedded.stop)
         log.info("stopped", seconds=round(time.monotonic() - started, 3), drained=drained)
         self.stopped.set()
+
+
+def _tcp_limits(settings: Settings) -> TcpLimits:
+    return TcpLimits(max_connections=settings.tcp_max_connections, max_frame=settings.tcp_max_frame,
+                     high_water=settings.tcp_high_water, low_water=settings.tcp_low_water,
+                     max_unsent=settings.tcp_max_unsent, slow_close=settings.tcp_slow_close)
+
+
+def _recorder(settings: Settings) -> Recorder | None:
+    """`--record FILE`: every UDP datagram in and out, in BRIDGE-API.md's JSONL format (the recorder is a tool,
+    imported only when asked for)."""
+    if settings.record is None:
+        return None
+    from oscbridge.tools.recording import Recorder
+
+    log.info("recording", file=str(settings.record))
+    return Recorder(settings.record)
+
+
+def _pool_loader(db: Database, writer: Writer) -> Callable[[], Awaitable[StoredPool | None]]:
+    """What re-adoption reads at start: the instances stored as live and the running quarantines, after what the
+    previous run spooled has landed (None when the database cannot be read)."""
+
+    async def load() -> StoredPool | None:
+        if not db.up:
+            return None
+        try:
+            await writer.flush(2.0)
+            async with db.acquire() as conn:
+                return await load_pool(conn)
+        except CONNECTION_ERRORS as exc:
+            log.warning("plugin_pool_not_loaded", error=str(exc)[:300])
+            return None
+
+    return load

@@ -2,35 +2,87 @@
 
 Precedence is flags > environment > config file > defaults (BRIDGE-API.md). Everything that differs between a
 musician's Mac, CI and a test lives here, so no module reads the environment on its own.
+
+Each value is converted by the type of its `Settings` field (resolved with `typing.get_type_hints`, never by
+reading annotation text), one explicit converter per type, as Starlette's `config.py` does:
+
+* text (an environment variable, a flag, or a quoted TOML value) is parsed the same way whatever its source:
+  `int` takes a whole number, `float` a finite number, `bool` one of true/false, yes/no, on/off, 1/0 (any case),
+  `Path` a non-empty path (`~` expanded), `str` any text;
+* a typed TOML value (or a typed flag) must already be of the field's type: an integer is fine for a `float`
+  field, but `true` is not a number, `1` is not a boolean and `8999.0` is not a whole number;
+* for an optional field (`X | None`) an empty value means None, so `--database-url ""` or `record = ""` says
+  "none"; an *empty environment variable* counts as not set at all (shells and plists leave empty ones behind),
+  so the config file or the default applies.
+
+Anything else is refused with a `ConfigError` that names the setting and where the value came from; `validate()`
+then refuses values of the right type that cannot work (ports, ranges, timings), naming the source as well.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
+import difflib
+import logging
+import math
 import os
 import sys
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path, PurePath
+from types import NoneType, UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from oscbridge.osc.slip import MAX_FRAME
 
 ENV_PREFIX = "OSCBRIDGE_"
 
 
+# ------------------------------------------------------------------------------------------------------------
+# Platform paths
+# ------------------------------------------------------------------------------------------------------------
+# BRIDGE-API.md fixes the default data dir, so the rule is spelled out here rather than taken from platformdirs,
+# for two reasons: platformdirs reads only the process environment (tests and `launchd` ask for another HOME),
+# and since 4.x its macOS answer follows $XDG_DATA_HOME when that is set, which the contract does not. Where the
+# contract and platformdirs agree (macOS without XDG variables; Linux), tests/test_config.py checks that both
+# give the same path.
+
+
+def _home(env: Mapping[str, str]) -> Path:
+    return Path(env.get("HOME") or Path.home())
+
+
+def _xdg_base(env: Mapping[str, str], variable: str, fallback: str) -> Path:
+    """An XDG base directory: the variable when it holds an absolute path (the XDG spec ignores relative ones)."""
+    value = env.get(variable, "")
+    return Path(value) if os.path.isabs(value) else _home(env) / fallback
+
+
 def default_data_dir(env: Mapping[str, str] = os.environ, platform: str = sys.platform) -> Path:
-    """Where the daemon keeps its embedded database, spool and logs when nothing else is said."""
-    home = Path(env.get("HOME") or Path.home())
+    """Where the daemon keeps its embedded database and spool when nothing else is said: macOS
+    `~/Library/Application Support/oscbridge`, elsewhere `$XDG_DATA_HOME/oscbridge` or `~/.local/share/oscbridge`."""
     if platform == "darwin":
-        return home / "Library" / "Application Support" / "oscbridge"
-    xdg = env.get("XDG_DATA_HOME")
-    return (Path(xdg) if xdg else home / ".local" / "share") / "oscbridge"
+        return _home(env) / "Library" / "Application Support" / "oscbridge"
+    return _xdg_base(env, "XDG_DATA_HOME", ".local/share") / "oscbridge"
+
+
+def default_log_dir(env: Mapping[str, str] = os.environ, platform: str = sys.platform) -> Path:
+    """Where a user's logs of the daemon belong: macOS `~/Library/Logs/oscbridge` (Console.app lists it under
+    'Log Reports'), elsewhere `$XDG_STATE_HOME/oscbridge/log` or `~/.local/state/oscbridge/log` (platformdirs'
+    answers)."""
+    if platform == "darwin":
+        return _home(env) / "Library" / "Logs" / "oscbridge"
+    return _xdg_base(env, "XDG_STATE_HOME", ".local/state") / "oscbridge" / "log"
 
 
 class ConfigError(ValueError):
-    """A setting that cannot work; the message names it."""
+    """A setting that cannot work; the message names it. `keys` are the settings at fault, so that the loader
+    can add where their values came from."""
+
+    def __init__(self, message: str, keys: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.keys = keys
 
 
 @dataclass(frozen=True)
@@ -118,46 +170,153 @@ class Settings:
         return self.data_dir / "postgres"
 
     def validate(self) -> None:
-        """Refuse settings that cannot work, with a message that says which one and why."""
+        """Refuse settings that cannot work, with a message that says which one and why (and, via `keys`, lets
+        `load_settings` say where the value came from)."""
+        for name in _POSITIVE:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, not {getattr(self, name)}", (name,))
+        for name in _NOT_NEGATIVE:
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative, not {getattr(self, name)}", (name,))
         if not 0 < self.osc_port < 65536:
-            raise ConfigError(f"osc_port must be 1..65535, not {self.osc_port}")
+            raise ConfigError(f"osc_port must be 1..65535, not {self.osc_port}", ("osc_port",))
         if not 0 < self.port_range_start <= self.port_range_end < 65536:
             raise ConfigError(
-                f"plugin port range {self.port_range_start}-{self.port_range_end} is not a valid port range"
+                f"plugin port range {self.port_range_start}-{self.port_range_end} is not a valid port range",
+                ("port_range_start", "port_range_end"),
             )
         if self.port_range_start <= self.osc_port <= self.port_range_end:
-            raise ConfigError(f"osc_port {self.osc_port} lies inside the plugin port range")
+            raise ConfigError(f"osc_port {self.osc_port} lies inside the plugin port range",
+                              ("osc_port", "port_range_start", "port_range_end"))
+        last_bootstrap = self.ephemeral_base + self.ephemeral_step * (self.ephemeral_count - 1)
+        if not 0 < self.ephemeral_base <= last_bootstrap < 65536:
+            raise ConfigError(f"plugin bootstrap ports {self.ephemeral_base}..{last_bootstrap} (ephemeral_base, "
+                              "every ephemeral_step, ephemeral_count of them) must lie in 1..65535",
+                              ("ephemeral_base", "ephemeral_step", "ephemeral_count"))
         if self.spool_max_bytes < 64 * 1024:
-            raise ConfigError(f"spool_max_bytes must be at least 65536 (64 KiB), not {self.spool_max_bytes}")
-        if self.disk_reserve_bytes < 0:
-            raise ConfigError(f"disk_reserve_bytes must not be negative, not {self.disk_reserve_bytes}")
+            raise ConfigError(f"spool_max_bytes must be at least 65536 (64 KiB), not {self.spool_max_bytes}",
+                              ("spool_max_bytes",))
         if self.embed_dim < 1 or self.embed_dim > 2000:
-            raise ConfigError(f"embed_dim must be 1..2000 (pgvector's HNSW limit), not {self.embed_dim}")
+            raise ConfigError(f"embed_dim must be 1..2000 (pgvector's HNSW limit), not {self.embed_dim}",
+                              ("embed_dim",))
+        if not 1 <= self.hnsw_ef_search <= 1000:
+            raise ConfigError(f"hnsw_ef_search must be 1..1000 (pgvector's limit), not {self.hnsw_ef_search}",
+                              ("hnsw_ef_search",))
         if not 0 < self.tcp_low_water <= self.tcp_high_water <= self.tcp_max_unsent:
             raise ConfigError(f"TCP limits must satisfy 0 < tcp_low_water ({self.tcp_low_water}) <= tcp_high_water "
-                              f"({self.tcp_high_water}) <= tcp_max_unsent ({self.tcp_max_unsent})")
-        if self.tcp_max_connections < 1 or self.tcp_max_frame < 1 or self.tcp_slow_close <= 0:
-            raise ConfigError("tcp_max_connections, tcp_max_frame and tcp_slow_close must be positive")
+                              f"({self.tcp_high_water}) <= tcp_max_unsent ({self.tcp_max_unsent})",
+                              ("tcp_low_water", "tcp_high_water", "tcp_max_unsent"))
+        if self.log_level.upper() not in logging.getLevelNamesMapping():
+            raise ConfigError(f"log_level must be debug, info, warning or error, not {self.log_level!r}",
+                              ("log_level",))
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+# Values at or below zero cannot work: a count of nothing, a timeout that has always passed, a loop that spins.
+_POSITIVE = (
+    "udp_rcvbuf", "embed_batch_size", "embed_timeout", "embed_retry_max", "query_embed_timeout",
+    "plugin_silence", "plugin_probe_interval", "plugin_probe_timeout", "plugin_probe_misses", "assign_expiry",
+    "hub_tick", "calibrate_window", "assign_retry_interval", "ephemeral_step", "ephemeral_count",
+    "subscription_ttl", "subscriber_max_errors", "tcp_max_connections", "tcp_max_frame", "tcp_slow_close",
+)
+# Zero means "none" or "off" here (no drain wait, no watchdog, no quarantine, no retry, no debug rows, no reserve).
+_NOT_NEGATIVE = (
+    "drain_timeout", "watchdog_timeout", "quarantine_seconds", "gone_retention", "assign_retries",
+    "debug_rows_per_second", "rejected_rows_per_second", "disk_reserve_bytes",
+)
 
 
-def _coerce(name: str, value: Any) -> Any:
-    """Turns a string or TOML value into the field's type, naming the setting when it cannot."""
-    kind = _FIELDS[name].type
-    if value is None:
-        return None
-    try:
-        if kind in ("int",):
+# ------------------------------------------------------------------------------------------------------------
+# Conversion: one explicit converter per field type
+# ------------------------------------------------------------------------------------------------------------
+
+Converter = Callable[[object], Any]
+
+_BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
+def _to_str(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"{value!r} is not text")
+
+
+def _to_int(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
             return int(value)
-        if kind in ("float",):
-            return float(value)
-        if kind in ("Path", "Path | None"):
-            return Path(str(value)).expanduser()
-        return str(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"setting {name!r}: cannot use {value!r} ({exc})") from exc
+        except ValueError:
+            pass
+    raise ValueError(f"{value!r} is not a whole number")
+
+
+def _to_float(value: object) -> float:
+    number = math.nan
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} is not a finite number")
+    return number
+
+
+def _to_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _BOOLEANS:
+        return _BOOLEANS[value.strip().lower()]
+    raise ValueError(f"{value!r} is not a boolean (true/false, yes/no, on/off, 1/0)")
+
+
+def _to_path(value: object) -> Path:
+    if isinstance(value, (str, PurePath)) and str(value):
+        return Path(value).expanduser()
+    raise ValueError(f"{value!r} is not a path")
+
+
+_CONVERTERS: dict[object, Converter] = {str: _to_str, int: _to_int, float: _to_float, bool: _to_bool, Path: _to_path}
+
+
+def converter_for(target: object) -> Converter:
+    """The function that turns a raw value (text, or a TOML/flag value) into `target`, raising ValueError with
+    the reason; `X | None` maps None and "" to None. TypeError for a type no converter exists for, so a new field
+    of another type fails at import, not on a user's machine."""
+    if get_origin(target) in (Union, UnionType):
+        inner = [arg for arg in get_args(target) if arg is not NoneType]
+        if len(inner) == 1 and len(get_args(target)) == 2:
+            convert = converter_for(inner[0])
+            return lambda value: None if value is None or value == "" else convert(value)
+    if target in _CONVERTERS:
+        return _CONVERTERS[target]
+    raise TypeError(f"no conversion for settings of type {target!r}")
+
+
+def _field_converters() -> dict[str, Converter]:
+    hints = get_type_hints(Settings)
+    return {f.name: converter_for(hints[f.name]) for f in fields(Settings)}
+
+
+_FIELDS = _field_converters()
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    """The settings table of a TOML file: `[oscbridge]` if the file has one, else the top level."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path}: {exc}") from exc
+    section = data.get("oscbridge", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"config file {path}: 'oscbridge' must be a table of settings")
+    for key in section:
+        if key not in _FIELDS:
+            near = difflib.get_close_matches(key, _FIELDS, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ConfigError(f"config file {path}: unknown setting {key!r}{hint}", (key,))
+    return section
 
 
 def load_settings(
@@ -165,29 +324,41 @@ def load_settings(
     env: Mapping[str, str] | None = None,
     config_file: Path | None = None,
 ) -> Settings:
-    """Builds the settings. `flags` holds only the options the user gave (None means not given)."""
+    """Builds the settings. `flags` holds only the options the user gave (None means not given), keyed by field
+    name. Every value given is converted, even one a higher source overrides: a broken file stays an error."""
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+
+    def take(name: str, value: object, source: str) -> None:
+        try:
+            values[name] = _FIELDS[name](value)
+        except ValueError as exc:
+            raise ConfigError(f"setting {name!r} {source}: {exc}", (name,)) from None
+        sources[name] = source
+
     path = config_file or (Path(env[ENV_PREFIX + "CONFIG"]) if env.get(ENV_PREFIX + "CONFIG") else None)
     if path is not None:
-        try:
-            data = tomllib.loads(Path(path).expanduser().read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"config file {path}: {exc}") from exc
-        section = data.get("oscbridge", data)
-        for key, value in section.items():
-            if key not in _FIELDS:
-                raise ConfigError(f"config file {path}: unknown setting {key!r}")
-            values[key] = _coerce(key, value)
+        path = Path(path).expanduser()
+        for name, value in _read_config_file(path).items():
+            take(name, value, f"from the config file {path}")
     for name in _FIELDS:
-        raw = env.get(ENV_PREFIX + name.upper())
-        if raw not in (None, ""):
-            values[name] = _coerce(name, raw)
+        variable = ENV_PREFIX + name.upper()
+        if env.get(variable):  # an empty variable counts as not set
+            take(name, env[variable], f"from the environment ({variable})")
     for name, value in (flags or {}).items():
+        if name not in _FIELDS:
+            raise TypeError(f"load_settings: no setting named {name!r}")
         if value is not None:
-            values[name] = _coerce(name, value)
+            take(name, value, f"from the flag --{name.replace('_', '-')}")
     if "data_dir" not in values:
         values["data_dir"] = default_data_dir(env)
     settings = Settings(**values)
-    settings.validate()
+    try:
+        settings.validate()
+    except ConfigError as exc:
+        given = "; ".join(f"{key} came {sources[key]}" for key in exc.keys if key in sources)
+        if not given:
+            raise
+        raise ConfigError(f"{exc}; {given}", exc.keys) from None
     return settings

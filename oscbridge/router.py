@@ -1,62 +1,49 @@
 """The receive path: decode a datagram, dispatch it by address, answer /bridge/* requests.
 
 Nothing here waits on the database or the network. Plugin messages go to synchronous handlers that update
-memory; /bridge/* requests are answered inline when their handler is synchronous, or from a task when it is a
-coroutine (a database read, a calibration that waits for plugins).
+memory, with the message, its sender and the raw datagram as arguments; /bridge/* requests are answered inline
+when their handler is synchronous, or from a task when it is a coroutine (a database read, a calibration that
+waits for plugins). Each packet's context travels as arguments: the router keeps no per-packet state.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
-from oscbridge.api.endpoint import Endpoint, Rows
-from oscbridge.api.params import BridgeError
+from oscbridge.api.endpoint import Endpoint, Peer, Request, Rows
 from oscbridge.logs import RateLimitedWarning, get_logger
 from oscbridge.osc.codec import MalformedDatagram, Message, decode_packet, encode_message
-from oscbridge.osc.transport import Addr, Peer, UdpServer
+from oscbridge.osc.transport import UdpSocket
+from oscbridge.plugins.hub import PluginHandler
 from oscbridge.store.spool import SpoolError
+from oscbridge.typedefs import MAX_UDP_REPLY, REQ_ID_MAX, Addr, BridgeError, ErrorCode
 
 log = get_logger("oscbridge.router")
 
-MAX_UDP_REPLY = 8192  # macOS refuses datagrams over 9216 bytes; stay clearly below
-REQ_ID_MAX = 64
-ERROR_CODES = ("bad_request", "not_found", "unavailable", "too_large", "internal")
 # Requests answered from a task (database reads, calibration) at once: each waits on a pool of 4 connections or on
 # plugins, so a flood of them would only pile up memory and time out; past this they are refused at once.
 MAX_IN_FLIGHT = 256
-
-PluginHandler = Callable[[Message, Addr], None]
-Recorder = Callable[[Addr, Addr, bytes], None]
 
 
 class Router:
     """Owns the dispatch tables and the counters of what came in."""
 
-    def __init__(self, endpoints: dict[str, Endpoint], plugin_handlers: dict[str, PluginHandler]) -> None:
-        self.endpoints = endpoints
-        self.plugin_handlers = plugin_handlers
-        self.udp: UdpServer | None = None
-        self.recorder: Recorder | None = None
-        self.local_addr: Addr = ("127.0.0.1", 0)
-        # The datagram being dispatched and its sender: plugin handlers forward it unchanged (and can tell a bundle
-        # from it); synchronous request handlers that need the requester's address (subscribe) read `source`.
-        self.datagram = b""
-        self.source: Addr = ("", 0)
+    def __init__(self, endpoints: dict[str, Endpoint], plugin_handlers: dict[str, PluginHandler],
+                 udp: UdpSocket) -> None:
+        self._endpoints = endpoints
+        self._plugin_handlers = plugin_handlers
+        self._udp = udp
         self.counters: Counter[str] = Counter()  # rare events by name
         self.packets_in = 0  # every datagram or TCP packet; a plain int because it is bumped per datagram
         self._tasks: set[asyncio.Task[None]] = set()
         self._warn_malformed: dict[str, RateLimitedWarning] = {}  # one per kind of problem (a fixed, small set)
         self._warn_unknown = RateLimitedWarning(log, "unknown_address")
-        self._warn_plugin = RateLimitedWarning(log, "plugin_message_rejected")
 
     # -- entry points from the transports -------------------------------------------------------------------
 
     def on_udp(self, data: bytes, addr: Addr) -> None:
-        if self.recorder is not None:
-            self.recorder(addr, self.local_addr, data)
         self._dispatch(data, addr, None)
 
     def on_tcp(self, data: bytes, peer: Peer) -> None:
@@ -66,7 +53,6 @@ class Router:
 
     def _dispatch(self, data: bytes, addr: Addr, peer: Peer | None) -> None:
         self.packets_in += 1
-        self.datagram, self.source = data, addr
         try:
             messages = decode_packet(data)
         except MalformedDatagram as exc:
@@ -75,17 +61,17 @@ class Router:
         if data[:1] == b"#":
             self.counters["bundles"] += 1
         for message in messages:
-            handler = self.plugin_handlers.get(message.address)
+            handler = self._plugin_handlers.get(message.address)
             if handler is not None:
                 try:
-                    handler(message, addr)
+                    handler(message, addr, data)
                 except Exception as exc:
                     # A bug in one handler must not take the receive path down with it.
                     self.counters["handler_errors"] += 1
                     log.exception("plugin_handler_failed", address=message.address, error=str(exc))
                 continue
             if message.address.startswith("/bridge/"):
-                self._request(message, peer or self._udp_peer(addr))
+                self._request(message, peer or self._udp.peer(addr))
                 continue
             self.counters["unknown_address"] += 1
             self._warn_unknown(sender=f"{addr[0]}:{addr[1]}", address=message.address[:200],
@@ -101,80 +87,65 @@ class Router:
             warn = self._warn_malformed[exc.kind] = RateLimitedWarning(log, "malformed_datagram")
         warn(kind=exc.kind, sender=f"{addr[0]}:{addr[1]}", reason=str(exc), size=len(data), total=self.counters[key])
 
-    def _udp_peer(self, addr: Addr) -> Peer:
-        assert self.udp is not None, "UDP transport not attached"
-        return self.udp.peer(addr)
-
-    def note_plugin_rejection(self, address: str, addr: Addr, reason: str) -> None:
-        """Counts and (rate-limited) logs a plugin message that had the wrong shape."""
-        self.counters["plugin_rejected"] += 1
-        self._warn_plugin(address=address, sender=f"{addr[0]}:{addr[1]}", reason=reason,
-                          total=self.counters["plugin_rejected"])
-
     # -- /bridge/* requests -----------------------------------------------------------------------------------
 
     def _request(self, message: Message, peer: Peer) -> None:
         reply_address = message.address + "/reply"
         args = message.args
         if not args or not isinstance(args[0], str):
-            self._send_error(peer, reply_address, "", "bad_request",
+            self._send_error(peer, reply_address, "", ErrorCode.BAD_REQUEST,
                              "the first argument must be the request id (a string of at most 64 characters)")
             return
         req_id: str = args[0]
         if len(req_id) > REQ_ID_MAX:
-            self._send_error(peer, reply_address, req_id[:REQ_ID_MAX], "bad_request",
+            self._send_error(peer, reply_address, req_id[:REQ_ID_MAX], ErrorCode.BAD_REQUEST,
                              f"the request id is {len(req_id)} characters long; at most {REQ_ID_MAX} are allowed")
             return
-        endpoint = self.endpoints.get(message.address)
+        endpoint = self._endpoints.get(message.address)
         if endpoint is None:
-            self._send_error(peer, reply_address, req_id, "not_found",
+            self._send_error(peer, reply_address, req_id, ErrorCode.NOT_FOUND,
                              f"unknown request {message.address[:100]}; see BRIDGE-API.md for the list")
             return
+        request = Request(message.address, req_id, peer)
         try:
             values = endpoint.convert(args[1:])
             if endpoint.is_async:
                 if len(self._tasks) >= MAX_IN_FLIGHT:
                     self.counters["busy"] += 1
-                    raise BridgeError("unavailable", f"the bridge is already working on {MAX_IN_FLIGHT} requests that "
-                                                     "wait on the database or the plugins; try again shortly")
-                task = asyncio.get_running_loop().create_task(
-                    self._run_async(endpoint, values, peer, reply_address, req_id))
+                    raise BridgeError(ErrorCode.UNAVAILABLE, f"the bridge is already working on {MAX_IN_FLIGHT} "
+                                                             "requests that wait on the database or the plugins; "
+                                                             "try again shortly")
+                task = asyncio.get_running_loop().create_task(self._run_async(endpoint, values, request))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
                 return
-            result = endpoint.func(*values)
-        except BridgeError as exc:
-            self._send_error(peer, reply_address, req_id, exc.code, exc.message)
-            return
-        except SpoolError as exc:  # the write could not be made durable: nothing was stored, the client may retry
-            self._send_error(peer, reply_address, req_id, "unavailable", str(exc))
-            return
+            result = endpoint.call(request, values)
         except Exception as exc:
-            self._internal_error(peer, reply_address, req_id, message.address, exc)
+            self._failed(request, exc)
             return
         self.send_result(peer, reply_address, req_id, result)
 
-    async def _run_async(self, endpoint: Endpoint, values: list[Any], peer: Peer, reply_address: str,
-                         req_id: str) -> None:
+    async def _run_async(self, endpoint: Endpoint, values: list[Any], request: Request) -> None:
         try:
-            result = await endpoint.func(*values)
-        except BridgeError as exc:
-            self._send_error(peer, reply_address, req_id, exc.code, exc.message)
-            return
-        except SpoolError as exc:
-            self._send_error(peer, reply_address, req_id, "unavailable", str(exc))
-            return
+            result = await endpoint.call(request, values)
         except Exception as exc:
-            self._internal_error(peer, reply_address, req_id, endpoint.address, exc)
+            self._failed(request, exc)
             return
-        self.send_result(peer, reply_address, req_id, result)
+        self.send_result(request.peer, request.address + "/reply", request.req_id, result)
 
-    def _internal_error(self, peer: Peer, reply_address: str, req_id: str, address: str,
-                        exc: Exception) -> None:
-        self.counters["internal_errors"] += 1
-        log.exception("request_failed", address=address, error=str(exc))
-        self._send_error(peer, reply_address, req_id, "internal",
-                         f"the bridge failed on this request ({type(exc).__name__}); see its log")
+    def _failed(self, request: Request, exc: Exception) -> None:
+        """The error reply of a request that raised: its own BridgeError, `unavailable` when its write could not
+        be made durable (nothing was stored; the client may retry), else `internal` and a traceback in the log."""
+        reply_address = request.address + "/reply"
+        if isinstance(exc, BridgeError):
+            self._send_error(request.peer, reply_address, request.req_id, exc.code, exc.message)
+        elif isinstance(exc, SpoolError):
+            self._send_error(request.peer, reply_address, request.req_id, ErrorCode.UNAVAILABLE, str(exc))
+        else:
+            self.counters["internal_errors"] += 1
+            log.exception("request_failed", address=request.address, error=str(exc))
+            self._send_error(request.peer, reply_address, request.req_id, ErrorCode.INTERNAL,
+                             f"the bridge failed on this request ({type(exc).__name__}); see its log")
 
     def send_result(self, peer: Peer, reply_address: str, req_id: str, result: Any) -> None:
         """Sends an ok reply (one message, or one per row for a list), refusing UDP replies over 8 KB."""
@@ -193,7 +164,7 @@ class Router:
             packets = [packet]
         biggest = max(len(p) for p in packets)
         if peer.kind == "udp" and biggest > MAX_UDP_REPLY:
-            self._send_error(peer, reply_address, req_id, "too_large",
+            self._send_error(peer, reply_address, req_id, ErrorCode.TOO_LARGE,
                              f"the reply needs {biggest} bytes in one datagram, over the UDP limit of "
                              f"{MAX_UDP_REPLY}; repeat the request over TCP")
             return
@@ -202,9 +173,9 @@ class Router:
         for packet in packets:
             peer.send(packet)
 
-    def _send_error(self, peer: Peer, reply_address: str, req_id: str, code: str, message: str) -> None:
+    def _send_error(self, peer: Peer, reply_address: str, req_id: str, code: ErrorCode, message: str) -> None:
         self.counters["error_replies"] += 1
-        peer.send(encode_message(reply_address, [req_id, "error", code, message[:1000]]))
+        peer.send(encode_message(reply_address, [req_id, "error", code.value, message[:1000]]))
 
     async def drain(self, timeout: float) -> None:
         """Waits for in-flight async requests (used at shutdown), then cancels what is left."""
@@ -212,3 +183,6 @@ class Router:
             _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
             for task in pending:
                 task.cancel()
+
+    def stats(self) -> dict[str, int]:
+        return {**{f"router.{k}": v for k, v in self.counters.items()}, "router.packets_in": self.packets_in}

@@ -20,7 +20,7 @@ from oscbridge.app import Bridge
 from oscbridge.client import BridgeClient
 from oscbridge.config import Settings
 from oscbridge.logs import configure_logging
-from tests.fake_ollama import FakeOllama
+from oscbridge.tools.fake_ollama import FakeOllama
 
 configure_logging("warning")
 

@@ -14,7 +14,7 @@ from typing import Any
 from oscbridge.client import BridgeClient
 from oscbridge.config import Settings
 from oscbridge.osc.codec import Message, decode_packet
-from oscbridge.sim.plugin import SimConfig, build_message
+from oscbridge.tools.sim.plugin import SimConfig, build_message
 from tests.conftest import make_settings
 from tests.conftest import running as running  # re-exported for the hub tests
 

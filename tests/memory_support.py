@@ -12,12 +12,10 @@ import asyncpg
 
 from oscbridge.app import Bridge
 from oscbridge.config import Settings
-from oscbridge.memory.api import MemoryApi
-from oscbridge.memory.component import MemoryComponent
 from oscbridge.memory.worker import EmbeddingWorker
+from oscbridge.tools.fake_ollama import FakeOllama
 from tests.conftest import make_settings, wait_until
 from tests.conftest import running as running  # re-exported for the memory tests
-from tests.fake_ollama import FakeOllama
 
 # Short enough for tests, long enough that a loaded 2-core machine does not time out healthy requests.
 FAST = {"embed_retry_max": 0.3, "embed_timeout": 2.0, "query_embed_timeout": 0.5}
@@ -29,17 +27,8 @@ def memory_settings(tmp_path: Path, database_url: str, fake: FakeOllama, **overr
 
 
 
-def component(bridge: Bridge) -> MemoryComponent:
-    (found,) = [c for c in bridge.components if isinstance(c, MemoryComponent)]
-    return found
-
-
 def worker(bridge: Bridge) -> EmbeddingWorker:
-    return component(bridge).worker
-
-
-def api(bridge: Bridge) -> MemoryApi:
-    return component(bridge).api
+    return bridge.parts.memory
 
 
 async def fetch(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:

@@ -10,8 +10,7 @@ from oscbridge.client import BridgeClient, BridgeRequestError
 
 
 async def committed(bridge: Bridge) -> None:
-    assert bridge.ctx is not None
-    assert await bridge.ctx.writer.flush(5.0), "writes did not reach PostgreSQL"
+    assert await bridge.writer.flush(5.0), "writes did not reach PostgreSQL"
 
 
 async def test_ping_and_status(client: BridgeClient) -> None:

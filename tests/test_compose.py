@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = REPO / ".env.example"
 INITDB = "/docker-entrypoint-initdb.d/"
+SCHEMA = "oscbridge/store/schema.sql"  # package data of oscbridge.store, mounted into initdb
 PLACEHOLDERS = {"CHANGE_ME", "change-me", "changeme", ""}
 
 
@@ -117,7 +118,8 @@ def test_schema_is_mounted_into_initdb(config: dict[str, Any]) -> None:
     mounts = [v for v in volumes if v["type"] == "bind" and v["target"].startswith(INITDB)]
     assert len(mounts) == 1, volumes
     mount = mounts[0]
-    assert Path(mount["source"]) == REPO / "schema.sql"
+    assert Path(mount["source"]) == REPO / SCHEMA
+    assert (REPO / SCHEMA).is_file()
     assert mount["target"].endswith(".sql")
     assert mount.get("read_only") is True
     # A missing schema.sql must be an error, not an empty directory created in its place (the short `a:b`
@@ -185,7 +187,7 @@ def test_raw_compose_file() -> None:
     for port in ports:
         assert port.startswith("127.0.0.1:"), port
     assert "${POSTGRES_PASSWORD:?" in text
-    assert INITDB in text and "./schema.sql" in text
+    assert INITDB in text and f"./{SCHEMA}" in text
 
 
 def test_env_example_holds_only_placeholders() -> None:

@@ -16,20 +16,20 @@ import pwd
 import resource
 import signal
 import subprocess
+import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
 
-from oscbridge import doctor
 from oscbridge.app import Bridge
 from oscbridge.client import BridgeClient, BridgeRequestError
-from oscbridge.spool_cli import WRITE_KINDS
 from oscbridge.store.db import classify
 from oscbridge.store.spool import Spool, SpoolError, SpoolLocked, free_bytes
+from oscbridge.store.writes import WRITE_TYPES, DebugRow
+from oscbridge.tools import doctor
 from tests.conftest import EmbeddedServer, make_settings, run_cli, running, wait_until
 
 PAGE = 4096
@@ -268,8 +268,7 @@ async def test_spool_disk_full_refuses_writes_until_space_is_freed(tmp_path: Pat
         refused: list[str] = []
         async with running(settings) as bridge, \
                 await BridgeClient.connect("127.0.0.1", bridge.port, transport="tcp") as client:
-            assert bridge.ctx is not None
-            writer = bridge.ctx.writer
+            writer = bridge.writer
 
             async def send(content: str) -> None:
                 row_id = await log_line(client, content)
@@ -345,8 +344,7 @@ async def database_full_scenario(tmp_path: Path, url: str, filler: Path) -> None
     acked: dict[str, str] = {}
     async with running(make_settings(tmp_path, url)) as bridge, \
             await BridgeClient.connect("127.0.0.1", bridge.port, transport="tcp") as client:
-        assert bridge.ctx is not None
-        writer = bridge.ctx.writer
+        writer = bridge.writer
         for i in range(10):
             acked[f"before {i}"] = str(await log_line(client, f"before {i}"))
         assert await writer.flush(10)
@@ -363,8 +361,8 @@ async def database_full_scenario(tmp_path: Path, url: str, filler: Path) -> None
             row_id = await log_line(client, f"while full {i} " + "y" * 200)
             assert row_id is not None
             acked[f"while full {i} " + "y" * 200] = row_id
-        await wait_until(lambda: writer.failures_in_a_row >= 2, timeout=10)
-        assert writer.rejected == 0 and writer.spool.pending > 0 and bridge.ctx.db.up
+        await wait_until(lambda: writer.backoff.failures >= 2, timeout=10)
+        assert writer.rejected == 0 and writer.spool.pending > 0 and bridge.db.up
 
         filler.unlink()
         writer.wake()
@@ -386,15 +384,14 @@ async def test_retry_rejected_through_the_bridge_then_without_one(tmp_path: Path
     try:
         async with running(settings) as bridge, \
                 await BridgeClient.connect("127.0.0.1", bridge.port, transport="tcp") as client:
-            assert bridge.ctx is not None
-            assert set(bridge.ctx.writer.kinds) == {kind.name for kind in WRITE_KINDS}
+            assert set(bridge.writer.kinds) == set(WRITE_TYPES)  # every write type has its applier
             for name in ("a", "b"):  # what a fix will allow again, one at a time
                 await admin.execute(f"ALTER TABLE mission_control_debug ADD CONSTRAINT no_{name} "
                                     f"CHECK (content <> 'refused {name}')")
             for content in ("fine 1", "refused a", "refused b", "fine 2"):
                 assert await log_line(client, content) is not None  # acknowledged: spooled
-            assert await bridge.ctx.writer.flush(10)
-            assert bridge.ctx.writer.rejected == 2
+            assert await bridge.writer.flush(10)
+            assert bridge.writer.rejected == 2
             assert (await client.call("/bridge/status"))[8] == 2
             entries = [json.loads(line) for line in (settings.spool_dir / "rejected.jsonl").read_text().splitlines()]
             assert [e["op"]["d"]["content"] for e in entries] == ["refused a", "refused b"]
@@ -426,15 +423,14 @@ async def test_spool_cap_through_the_bridge(tmp_path: Path) -> None:
     bridge = Bridge(settings)
     await bridge.start()
     try:
-        assert bridge.ctx is not None
-        writer = bridge.ctx.writer
-        row: dict[str, Any] = {"id": "x", "content": "w" * 500}
+        writer = bridge.writer
+        row = DebugRow(str(uuid.uuid4()), *bridge.projects.ids(), "test", None, "log", "w" * 500, None, 0.0)
         async with await BridgeClient.connect("127.0.0.1", bridge.port, transport="tcp") as client:
             accepted = 0
             while await log_line(client, "v" * 500) is not None:
                 accepted += 1
             assert accepted > 50
-            assert writer.submit("debug_row", row, best_effort=True) is None
+            assert writer.submit(row, best_effort=True) is None
             status = await client.call("/bridge/status")
             assert status[4] == 0 and 63 * 1024 < status[7] <= 64 * 1024 and status[9] == 1
     finally:

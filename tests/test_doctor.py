@@ -16,19 +16,21 @@ from typing import Any
 import asyncpg
 import pytest
 
-from oscbridge import __version__, doctor
+from oscbridge import __version__
 from oscbridge.app import Bridge
 from oscbridge.config import Settings
-from oscbridge.doctor import Check, Report
-from oscbridge.store.db import redact, schema_path, schema_version_of
+from oscbridge.redact import redact_url
+from oscbridge.store.db import schema_sql, schema_version_of
 from oscbridge.store.embedded import EmbeddedPostgres
+from oscbridge.tools import doctor
+from oscbridge.tools.doctor import Check, Report
+from oscbridge.tools.fake_ollama import FakeOllama
 from tests.conftest import free_port, run_cli
-from tests.fake_ollama import FakeOllama
 from tests.test_launchd import CRASHED, NOT_FOUND, RUNNING, RecordingLaunchctl, Result
 
 NAMES = ["database", "pgvector", "schema", "ollama", "osc_port", "disk", "spool", "privacy", "launchd"]
 SECRET = "Sup3r-s3cret"
-SCHEMA_VERSION = schema_version_of(schema_path().read_text())
+SCHEMA_VERSION = schema_version_of(schema_sql())
 
 
 @pytest.fixture
@@ -258,7 +260,7 @@ def test_pgvector_versions(installed: str | None, available: str | None, status:
     ("postgresql://postgres@/oscbridge?host=/tmp/pg", "postgresql://postgres@/oscbridge?host=/tmp/pg"),
 ])
 def test_redact(url: str, shown: str) -> None:
-    assert redact(url) == shown
+    assert redact_url(url) == shown
 
 
 # ------------------------------------------------------------------------------------------------------------

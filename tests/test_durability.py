@@ -9,6 +9,11 @@ import asyncpg
 
 from oscbridge.app import Bridge
 from oscbridge.client import BridgeClient, BridgeRequestError
+from oscbridge.projects import project_id_for
+from oscbridge.store.db import Database
+from oscbridge.store.spool import Spool
+from oscbridge.store.writer import OpKind, Writer
+from oscbridge.store.writes import MappingClear
 from tests.conftest import EmbeddedServer, make_settings, wait_until
 
 
@@ -31,7 +36,7 @@ async def test_state_survives_a_bridge_restart(tmp_path: Path, database_url: str
             assert new_session != first_session  # in a new session
             rows = await client.rows("/bridge/mapping/list")
             assert [r[:3] for r in rows] == [[1, "Kick", "TR1"], [2, "Snare", "TR2"]]
-        assert second.ctx is not None and await second.ctx.writer.flush(5)
+        assert await second.writer.flush(5)
     finally:
         await second.stop()
     conn = await asyncpg.connect(database_url)
@@ -51,7 +56,7 @@ async def test_twenty_concurrent_opens_make_one_project_and_one_session(bridge: 
         for c in clients:
             await c.close()
     assert len({tuple(r) for r in results}) == 1
-    assert bridge.ctx is not None and await bridge.ctx.writer.flush(5)
+    assert await bridge.writer.flush(5)
     conn = await asyncpg.connect(database_url)
     try:
         assert await conn.fetchval("SELECT count(*) FROM projects WHERE name = 'Same Song'") == 1
@@ -85,13 +90,12 @@ async def test_database_restart_under_traffic_loses_no_acknowledged_write(tmp_pa
                 await traffic(50)
                 await asyncio.to_thread(server.stop)
                 await traffic(100)  # PostgreSQL is down: still acknowledged, answered from memory
-                assert bridge.ctx is not None
-                await wait_until(lambda: not bridge.ctx.db.up, timeout=10)  # type: ignore[union-attr]
+                await wait_until(lambda: not bridge.db.up, timeout=10)  # type: ignore[union-attr]
                 status = await client.call("/bridge/status")
                 assert status[4] == 0 and status[3] > 0  # database down, writes spooled
                 await asyncio.to_thread(server.start)
                 await traffic(50)
-                assert await bridge.ctx.writer.flush(30), "spooled writes did not reach the database"
+                assert await bridge.writer.flush(30), "spooled writes did not reach the database"
                 status = await client.call("/bridge/status")
                 assert status[2:5] == [0, 0, 1]
         finally:
@@ -127,7 +131,7 @@ async def test_writes_spooled_while_the_database_is_down_survive_a_bridge_restar
         bridge = Bridge(settings)
         await bridge.start()
         try:
-            assert bridge.ctx is not None and await bridge.ctx.writer.flush(20)
+            assert await bridge.writer.flush(20)
         finally:
             await bridge.stop()
         conn = await asyncpg.connect(url)
@@ -158,26 +162,25 @@ async def test_bridge_starts_and_serves_when_the_database_is_unreachable(tmp_pat
         await bridge.stop()
 
 
-async def test_the_writer_survives_an_unforeseen_error_and_retries_the_batch(bridge: Bridge, database_url: str) -> None:
-    from oscbridge.store.writer import OpKind
-
-    assert bridge.ctx is not None
+async def test_the_writer_survives_an_unforeseen_error_and_retries_the_batch(tmp_path: Path, database_url: str) -> None:
     calls: list[int] = []
 
-    async def flaky(conn: asyncpg.Connection, ops: list[dict[str, object]]) -> None:
+    async def flaky(conn: asyncpg.Connection, ops: list[MappingClear]) -> None:
         calls.append(len(ops))
         if len(calls) == 1:
             raise RuntimeError("an applier bug or a driver in a state nobody expected")
         await conn.execute("SELECT 1")
 
-    bridge.ctx.writer.register(OpKind("flaky", flaky))
-    bridge.ctx.writer.submit("flaky", {"id": "x"})
-    async with await BridgeClient.connect("127.0.0.1", bridge.port) as client:
-        await client.call("/bridge/mapping/set", 7, "Horns", "TR7")
-    assert await bridge.ctx.writer.flush(10), "the writer stopped after the error"
-    assert len(calls) >= 2
-    conn = await asyncpg.connect(database_url)
+    db = Database(database_url)
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 20, reserve_bytes=0)
+    writer = Writer(db, spool, [OpKind(MappingClear, flaky)])
+    writer.start()
     try:
-        assert await conn.fetchval("SELECT track_name FROM track_assignments WHERE plugin_id = 'TR7'") == "Horns"
+        writer.submit(MappingClear(project_id_for("x"), 0.0))
+        writer.submit(MappingClear(project_id_for("y"), 0.0))
+        assert await writer.flush(10), "the writer stopped after the error"
+        assert len(calls) >= 2
     finally:
-        await conn.close()
+        await writer.stop(1.0)
+        spool.close()
+        await db.close()

@@ -21,7 +21,7 @@ import pytest
 from oscbridge.app import Bridge
 from oscbridge.client import BridgeClient
 from oscbridge.osc.codec import encode_message
-from oscbridge.sim.hostile import hostile_datagrams
+from oscbridge.tools.hostile import hostile_datagrams
 from tests.conftest import free_port, wait_until
 from tests.hub_support import free_block
 
@@ -128,9 +128,8 @@ async def test_a_time_tag_argument_is_stored_as_text_in_the_debug_traffic(bridge
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.sendto(data, ("127.0.0.1", bridge.port))
     sock.close()
-    assert bridge.ctx is not None and bridge.router is not None
-    await wait_until(lambda: bridge.router is not None and bridge.router.counters["plugin_rejected"] >= 1)
-    assert await bridge.ctx.writer.flush(5.0)
+    await wait_until(lambda: bridge.hub.rejected >= 1)
+    assert await bridge.writer.flush(5.0)
     conn = await asyncpg.connect(database_url)
     try:
         payload = await conn.fetchval("SELECT payload FROM mission_control_debug WHERE content LIKE "

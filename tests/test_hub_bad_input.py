@@ -14,7 +14,7 @@ from pythonosc.osc_message import OscMessage
 
 from oscbridge.client import BridgeClient
 from oscbridge.plugins.hub import PluginHub
-from oscbridge.sim.plugin import SimulatedPlugin, build_message
+from oscbridge.tools.sim.plugin import SimulatedPlugin, build_message
 from tests.conftest import wait_until
 from tests.hub_support import RawPlugin, hub_settings, plugins_by_id, running, sim_config
 
@@ -32,7 +32,7 @@ async def test_bad_plugin_input_is_counted_and_changes_nothing(tmp_path: Path, d
                             plugin_probe_interval=60.0)
     start = settings.port_range_start
     async with running(settings) as bridge:
-        hub = bridge.components[0]
+        hub = bridge.hub
         assert isinstance(hub, PluginHub)
         plugin = SimulatedPlugin(sim_config(settings))
         await plugin.start()

@@ -11,7 +11,7 @@ import asyncpg
 
 from oscbridge.client import BridgeClient
 from oscbridge.plugins.hub import PluginHub
-from oscbridge.sim.plugin import PluginFleet, SimulatedPlugin
+from oscbridge.tools.sim.plugin import PluginFleet, SimulatedPlugin
 from tests.conftest import wait_until
 from tests.hub_support import RawPlugin, hub_settings, plugins_by_id, running, sim_config
 
@@ -20,7 +20,7 @@ QUICK = {"plugin_silence": 0.2, "plugin_probe_timeout": 0.1, "plugin_probe_misse
 
 
 def hub_of(bridge: object) -> PluginHub:
-    hub = bridge.components[0]  # type: ignore[attr-defined]
+    hub = bridge.hub  # type: ignore[attr-defined]
     assert isinstance(hub, PluginHub)
     return hub
 
@@ -41,7 +41,7 @@ async def test_a_port_held_by_another_process_is_quarantined_not_handed_out(tmp_
                 assert start in hub_of(bridge).pool.quarantined
                 probe = holder.recv(1024)  # the holder was asked who it is (it might have been a lost plugin)
                 assert probe.startswith(b"/aiplayer/query_rms\0")
-                assert bridge.ctx is not None and await bridge.ctx.writer.flush(5.0)
+                assert await bridge.writer.flush(5.0)
                 conn = await asyncpg.connect(database_url)
                 reason = await conn.fetchval("SELECT reason FROM port_quarantine WHERE port = $1", start)
                 await conn.close()

@@ -15,8 +15,8 @@ import asyncpg
 import pytest
 
 from oscbridge.client import BridgeClient
-from oscbridge.recording import decode_osc, read_recording
-from oscbridge.replay import replay
+from oscbridge.tools.recording import decode_osc, read_recording
+from oscbridge.tools.replay import replay
 from tests.hub_support import hub_settings, listener, plugins_by_id, port_free, running
 
 DATA = Path(__file__).parent / "data"
@@ -46,7 +46,6 @@ async def test_three_tracks_and_edge_cases_replayed(tmp_path: Path, database_url
     settings = hub_settings(tmp_path, database_url, plugins=3, port_range_start=9000, plugin_silence=30.0,
                             plugin_probe_interval=30.0, debug_rows_per_second=10_000)
     async with running(settings) as bridge, listener() as events:
-        assert bridge.ctx is not None
         client = await BridgeClient.connect("127.0.0.1", settings.osc_port)
         await client.call("/bridge/subscribe", events.port, "/bridge/event/chat_request")
         stats = await replay(session, target=("127.0.0.1", settings.osc_port), speed=0)
@@ -75,7 +74,7 @@ async def test_three_tracks_and_edge_cases_replayed(tmp_path: Path, database_url
         await client.close()
 
         # PostgreSQL: the instances, and one debug row per control datagram in (none for telemetry), and out.
-        assert await bridge.ctx.writer.flush(10.0)
+        assert await bridge.writer.flush(10.0)
         conn = await asyncpg.connect(database_url)
         try:
             stored = {r["instance_id"]: (r["port"], r["state"], r["plugin_id"]) for r in await conn.fetch(

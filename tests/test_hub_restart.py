@@ -7,7 +7,7 @@ from pathlib import Path
 
 from oscbridge.client import BridgeClient
 from oscbridge.plugins.adoption import READOPT_TEMP_ID
-from oscbridge.sim.plugin import PluginFleet, SimulatedPlugin
+from oscbridge.tools.sim.plugin import PluginFleet, SimulatedPlugin
 from tests.conftest import make_settings, wait_until
 from tests.hub_support import hub_settings, plugins_by_id, running, sim_config
 
@@ -94,7 +94,7 @@ async def test_restart_without_the_database_readopts_from_the_wire(tmp_path: Pat
                                   "ephemeral_step", "ephemeral_count", "plugin_silence", "plugin_probe_timeout",
                                   "plugin_probe_misses", "hub_tick")}, drain_timeout=1.5)
         async with running(blind) as bridge:
-            assert bridge.ctx is not None and not bridge.ctx.db.up
+            assert not bridge.db.up
             client = await BridgeClient.connect("127.0.0.1", blind.osc_port)
             await wait_until(lambda: _status_is(client, [3, 1]), timeout=3)
             listed = await plugins_by_id(client)

@@ -11,7 +11,7 @@ import pytest
 
 from oscbridge.client import BridgeClient, BridgeRequestError
 from oscbridge.plugins.hub import PluginHub
-from oscbridge.sim.plugin import PluginFleet, build_message
+from oscbridge.tools.sim.plugin import PluginFleet, build_message
 from tests.conftest import wait_until
 from tests.hub_support import RawPlugin, hub_settings, listener, running, sim_config
 
@@ -20,8 +20,8 @@ async def test_parameters_chat_and_fanout(tmp_path: Path, database_url: str) -> 
     settings = hub_settings(tmp_path, database_url, plugins=8, subscriber_max_errors=3, subscription_ttl=1.5,
                             plugin_silence=5.0)
     async with running(settings) as bridge, listener() as meters, listener() as gone, listener() as idle:
-        hub = bridge.components[0]
-        assert isinstance(hub, PluginHub) and bridge.ctx is not None
+        hub = bridge.hub
+        assert isinstance(hub, PluginHub)
         client = await BridgeClient.connect("127.0.0.1", settings.osc_port)
         fleet = PluginFleet(2, sim_config(settings), interval=0.0)
         await fleet.start()
@@ -82,7 +82,7 @@ async def test_parameters_chat_and_fanout(tmp_path: Path, database_url: str) -> 
             assert bad.value.code == "bad_request"
 
             # The parameter change is in the debug traffic with its float32 argument.
-            assert await bridge.ctx.writer.flush(5.0)
+            assert await bridge.writer.flush(5.0)
             conn = await asyncpg.connect(database_url)
             payload = await conn.fetchval(
                 "SELECT payload FROM mission_control_debug WHERE message_type = 'osc_out' "

@@ -21,11 +21,12 @@ from typing import Any
 
 import pytest
 
+from oscbridge.cli import build_parser
 from oscbridge.client import BridgeClient
 from oscbridge.config import Settings
 from oscbridge.plugins.hub import PluginHub
-from oscbridge.sim.cli import build_parser, config_from_args
-from oscbridge.sim.plugin import (
+from oscbridge.tools.sim.cli import config_from_args
+from oscbridge.tools.sim.plugin import (
     PORT_ASSIGNMENT,
     PORT_CONFIRMED,
     QUERY_RMS,
@@ -54,7 +55,7 @@ OTHER = "a" * 32  # a validation instance: asks for a port and never binds it
 
 
 def hub_of(bridge: object) -> PluginHub:
-    hub = bridge.components[0]  # type: ignore[attr-defined]
+    hub = bridge.hub  # type: ignore[attr-defined]
     assert isinstance(hub, PluginHub)
     return hub
 
@@ -326,7 +327,7 @@ async def test_only_a_plugin_with_a_message_thread_can_be_held() -> None:
 
 
 def test_simulate_has_a_message_thread_flag() -> None:
-    args = build_parser().parse_args(["--message-thread", "--message-delay", "0.01"])
-    config = config_from_args(args, "127.0.0.1", 8999)
+    argv = ["simulate", "--message-thread", "--message-delay", "0.01"]
+    config = config_from_args(build_parser(argv).parse_args(argv), "127.0.0.1", 8999)
     assert (config.message_thread, config.message_delay) == (True, 0.01)
-    assert not config_from_args(build_parser().parse_args([]), "127.0.0.1", 8999).message_thread
+    assert not config_from_args(build_parser(["simulate"]).parse_args(["simulate"]), "127.0.0.1", 8999).message_thread

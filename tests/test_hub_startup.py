@@ -14,9 +14,10 @@ from pathlib import Path
 
 import asyncpg
 
+from oscbridge.app import Bridge
 from oscbridge.client import BridgeClient
 from oscbridge.plugins.hub import PluginHub
-from oscbridge.sim.plugin import PluginFleet, SimulatedPlugin
+from oscbridge.tools.sim.plugin import PluginFleet, SimulatedPlugin
 from tests.conftest import wait_until
 from tests.hub_support import hub_settings, listener, plugins_by_id, running, sim_config
 
@@ -27,7 +28,7 @@ async def test_32_plugins_start_calibrate_and_stream(tmp_path: Path, database_ur
     settings = hub_settings(tmp_path, database_url, plugins=COUNT + 8, plugin_silence=2.0,
                             debug_rows_per_second=100_000)
     async with running(settings) as bridge, listener() as events:
-        hub = bridge.components[0]
+        hub = bridge.hub
         assert isinstance(hub, PluginHub)
         client = await BridgeClient.connect("127.0.0.1", settings.osc_port)
         await client.call("/bridge/subscribe", events.port, "/bridge/event/*")
@@ -80,19 +81,16 @@ async def test_32_plugins_start_calibrate_and_stream(tmp_path: Path, database_ur
             assert [a[:3] for a in assigned] == [[p.temp_id, f"TR{n}", n] for n, p in enumerate(order, start=1)]
             assert {"assigned", "bound", "identified"} == {e[2] for e in events.of("/bridge/event/plugin")}
 
-            await stored_state_matches(bridge.ctx, database_url, fleet, order)
+            await stored_state_matches(bridge, database_url, fleet, order)
         finally:
             await fleet.close()
             await client.close()
 
 
-async def stored_state_matches(ctx: object, database_url: str, fleet: PluginFleet,
+async def stored_state_matches(bridge: Bridge, database_url: str, fleet: PluginFleet,
                                order: list[SimulatedPlugin]) -> None:
     """The instances and the control traffic are in PostgreSQL; the telemetry stream is not."""
-    from oscbridge.context import BridgeContext
-
-    assert isinstance(ctx, BridgeContext)
-    assert await ctx.writer.flush(10.0)
+    assert await bridge.writer.flush(10.0)
     conn = await asyncpg.connect(database_url)
     try:
         rows = await conn.fetch("SELECT instance_id, port, state, plugin_id FROM plugin_instances")
@@ -112,7 +110,7 @@ async def stored_state_matches(ctx: object, database_url: str, fleet: PluginFlee
         assert row is not None
         payload = json.loads(row["payload"])
         assert payload["tags"] == "sii" and payload["args"][1] == ["i", -1]
-        assert row["sender"].startswith("127.0.0.1:") and row["receiver"].endswith(f":{ctx.settings.osc_port}")
+        assert row["sender"].startswith("127.0.0.1:") and row["receiver"].endswith(f":{bridge.settings.osc_port}")
     finally:
         await conn.close()
     await asyncio.sleep(0)

@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 
-from oscbridge import launchd
-from oscbridge.launchd import LABEL
+from oscbridge.cli import build_parser
+from oscbridge.redact import strip_password
+from oscbridge.tools import launchd
+from oscbridge.tools.launchd import LABEL
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "launchd" / f"{LABEL}.plist"
@@ -269,7 +271,7 @@ def test_no_password_anywhere_in_the_plist(tmp_path: Path) -> None:
     ],
 )
 def test_strip_password(url: str, expected: str, removed: bool) -> None:
-    assert launchd.strip_password(url) == (expected, removed)
+    assert strip_password(url) == (expected, removed)
 
 
 def test_pgpass_advice(tmp_path: Path) -> None:
@@ -458,7 +460,8 @@ def test_status_parses_an_unfamiliar_layout_leniently() -> None:
 
 def cli(argv: list[str], **seams: Any) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = launchd.main(argv, out=out, err=err, **seams)
+    args = ["launchd", *argv]
+    code = launchd.run(build_parser(args).parse_args(args), out=out, err=err, **seams)
     return code, out.getvalue(), err.getvalue()
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from oscbridge.api.memory import MAX_CONTENT
 from oscbridge.app import Bridge
 from oscbridge.client import BridgeClient, BridgeRequestError
-from oscbridge.memory.api import MAX_CONTENT
-from tests.fake_ollama import FakeOllama
+from oscbridge.tools.fake_ollama import FakeOllama
 from tests.memory_support import fetch, fetchval, memory_settings, running, wait_embedded, wait_ready
 
 

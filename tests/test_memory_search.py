@@ -17,10 +17,11 @@ from oscbridge.app import Bridge
 from oscbridge.client import BridgeClient
 from oscbridge.memory import search
 from oscbridge.memory.client import ContextHit
-from oscbridge.memory.search import RRF_K, WEIGHTS, keyword_query
+from oscbridge.memory.search import RRF_K, WEIGHTS, HybridSearch, keyword_query
 from oscbridge.store.writer import OpKind
-from tests.fake_ollama import FakeOllama, fake_embedding
-from tests.memory_support import api, fetchval, memory_settings, running, wait_embedded, wait_ready, worker
+from oscbridge.store.writes import MessageSave
+from oscbridge.tools.fake_ollama import FakeOllama, fake_embedding
+from tests.memory_support import fetchval, memory_settings, running, wait_embedded, wait_ready, worker
 
 QUERY = "How should we compress the kick drum?"
 FILLERS = [
@@ -164,17 +165,17 @@ async def test_an_empty_query_gives_recent_messages_and_decisions(client: Bridge
     assert corpus.target not in ids(hits)
 
 
-async def test_a_message_saved_just_before_is_found(client: BridgeClient, corpus: Corpus, bridge: Bridge) -> None:
+async def test_a_message_saved_just_before_is_found(client: BridgeClient, corpus: Corpus, bridge: Bridge,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Read-your-writes: the search waits for the writer (slowed down here) to commit the message first."""
-    assert bridge.ctx is not None
-    writer = bridge.ctx.writer
-    kind = writer.kinds["message_save"]
+    writer = bridge.writer
+    kind = writer.kinds[MessageSave.KIND]
 
-    async def slow_apply(conn: Any, ops: list[dict[str, Any]]) -> None:
+    async def slow_apply(conn: Any, ops: list[MessageSave]) -> None:
         await asyncio.sleep(0.3)
         await kind.apply(conn, ops)
 
-    writer.register(OpKind("message_save", slow_apply))
+    monkeypatch.setitem(writer.kinds, MessageSave.KIND, OpKind(MessageSave, slow_apply))
     fresh = await client.save_message("user", "xylophone glissando on the bridge section")
     hits = await client.context_search("xylophone glissando")  # not embedded yet, but committed and keyword-found
     assert hits[0].id == fresh and "keyword" in hits[0].reasons
@@ -212,7 +213,7 @@ async def test_large_projects_search_through_the_hnsw_index(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Small projects are sorted exactly; from ANN_MIN_ROWS messages on, the planner is steered to the index."""
     await fetchval(database_url, "ANALYZE messages")
-    engine = api(bridge).search_engine
+    engine = HybridSearch(bridge.settings.hnsw_ef_search)
     project_id = (await client.call("/bridge/project/current"))[1]
     conn = await asyncpg.connect(database_url)
     try:

@@ -14,8 +14,8 @@ import pytest
 from oscbridge.app import Bridge
 from oscbridge.client import BridgeClient
 from oscbridge.embed import DOCUMENT_PREFIX, OllamaClient
+from oscbridge.tools.fake_ollama import FakeOllama
 from tests.conftest import wait_until
-from tests.fake_ollama import FakeOllama
 from tests.memory_support import (
     fetch,
     fetchval,

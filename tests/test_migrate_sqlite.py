@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from oscbridge.client import BridgeClient
-from oscbridge.migrate_sqlite import SANDBOXED, migrate, report
+from oscbridge.tools.migrate_sqlite import SANDBOXED, migrate, report
 from tests.conftest import free_port, make_settings, run_cli
 from tests.memory_support import fetch, running
 

@@ -29,7 +29,7 @@ from oscbridge.embed import (
 )
 
 # tests/ is a plain directory (no __init__.py), which pytest puts on sys.path for its test modules.
-from tests.fake_ollama import FakeOllama, cosine, fake_embedding
+from oscbridge.tools.fake_ollama import FakeOllama, cosine, fake_embedding
 
 MODEL = "nomic-embed-text"
 DIM = 768

@@ -11,6 +11,7 @@ from oscbridge.plugins.levels import MAX_TRACKS, Levels, to_dbfs
 from oscbridge.plugins.pool import PortPool, port_is_bindable
 from oscbridge.plugins.registry import Instance, InstanceRegistry, RegistryFull
 from oscbridge.ratelimit import TokenBucket
+from oscbridge.typedefs import PluginState
 from tests.hub_support import free_block
 
 
@@ -106,19 +107,23 @@ def test_levels_table_is_bounded_and_sorted_by_track_number() -> None:
     assert to_dbfs(1.0) == 0.0 and to_dbfs(0.0) == -100.0 and round(to_dbfs(0.1)) == -20
 
 
+def instance(instance_id: str, state: PluginState = PluginState.REQUESTING, port: int | None = None) -> Instance:
+    return Instance(instance_id, first_seen=0.0, last_heard=0.0, changed_at=0.0, port=port, state=state)
+
+
 def test_the_registry_forgets_the_oldest_dead_instances_at_its_bound() -> None:
     registry = InstanceRegistry(max_instances=8)
-    live = [registry.add(Instance(f"live{n}", port=9000 + n, state="bound")) for n in range(4)]
+    live = [registry.add(instance(f"live{n}", PluginState.BOUND, 9000 + n)) for n in range(4)]
     for n in range(4):
-        registry.add(Instance(f"dead{n}", state="failed"))
-    registry.add(Instance("newcomer", state="requesting"))  # a flood of new tempIDs cannot grow it past 8
+        registry.add(instance(f"dead{n}", PluginState.FAILED))
+    registry.add(instance("newcomer"))  # a flood of new tempIDs cannot grow it past 8
     assert len(registry.by_id) <= 8
     assert "dead0" not in registry.by_id and all(registry.get(i.instance_id) is i for i in live)
     full = InstanceRegistry(max_instances=2)
-    full.add(Instance("a", port=1, state="bound"))
-    full.add(Instance("b", port=2, state="identified"))
+    full.add(instance("a", PluginState.BOUND, 1))
+    full.add(instance("b", PluginState.IDENTIFIED, 2))
     with pytest.raises(RegistryFull):
-        full.add(Instance("c"))
+        full.add(instance("c"))
 
 
 def test_the_token_bucket_allows_its_rate_and_bursts() -> None:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from oscbridge import doctor
 from oscbridge.client import BridgeClient
 from oscbridge.config import Settings
+from oscbridge.tools import doctor
 from tests.conftest import free_port, run_cli
 
 

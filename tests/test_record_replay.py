@@ -8,7 +8,7 @@ from pathlib import Path
 
 from oscbridge.app import Bridge
 from oscbridge.client import BridgeClient
-from oscbridge.replay import replay
+from oscbridge.tools.replay import replay
 from tests.conftest import make_settings
 
 

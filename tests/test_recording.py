@@ -17,7 +17,8 @@ from typing import Any, cast
 
 import pytest
 
-from oscbridge.recording import (
+from oscbridge.cli import main
+from oscbridge.tools.recording import (
     ReadStats,
     RecordedDatagram,
     Recorder,
@@ -27,8 +28,8 @@ from oscbridge.recording import (
     parse_host_port,
     read_recording,
 )
-from oscbridge.replay import detect_bridge_port, main, replay
-from oscbridge.sim.plugin import build_message
+from oscbridge.tools.replay import detect_bridge_port, replay
+from oscbridge.tools.sim.plugin import build_message
 
 LOOPBACK = "127.0.0.1"
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -534,9 +535,9 @@ def test_replay_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         receiver.bind((LOOPBACK, 0))
         receiver.settimeout(2)
         port = receiver.getsockname()[1]
-        assert main([str(path), "--speed", "0", "--target", f"{LOOPBACK}:{port}"]) == 0
+        assert main(["replay", str(path), "--speed", "0", "--target", f"{LOOPBACK}:{port}"]) == 0
         assert {receiver.recv(2048), receiver.recv(2048)} == {REQUEST, RMS}
     summary = cast(dict[str, Any], json.loads(capsys.readouterr().out))
     assert (summary["sent"], summary["sources"], summary["bridge_port"]) == (2, 2, 8999)
-    assert main([str(tmp_path / "missing.jsonl")]) == 1
-    assert main([str(path), "--target", "nowhere"]) == 2
+    assert main(["replay", str(tmp_path / "missing.jsonl")]) == 1
+    assert main(["replay", str(path), "--target", "nowhere"]) == 2

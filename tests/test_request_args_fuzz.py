@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,14 +16,16 @@ from hypothesis import strategies as st
 
 from oscbridge.api.core import CoreApi
 from oscbridge.api.debug import DebugApi
-from oscbridge.api.endpoint import Endpoint, collect, request
+from oscbridge.api.endpoint import Endpoint, collect, endpoint_of, request
 from oscbridge.api.mapping import MappingApi
-from oscbridge.api.params import Bool, BridgeError, Float, Int, Param, Str
+from oscbridge.api.memory import MemoryApi
+from oscbridge.api.params import Bool, Float, Int, Param, Str
 from oscbridge.api.plugins import PluginsApi
 from oscbridge.api.project import ProjectApi
-from oscbridge.memory.api import MemoryApi
 from oscbridge.osc.codec import decode_message, encode_message
+from oscbridge.osc.transport import UdpSocket
 from oscbridge.router import MAX_IN_FLIGHT, Router
+from oscbridge.typedefs import BridgeError
 
 API_CLASSES = (CoreApi, ProjectApi, MappingApi, DebugApi, PluginsApi, MemoryApi)
 
@@ -32,11 +35,9 @@ def endpoints() -> list[Endpoint]:
     found: list[Endpoint] = []
     for cls in API_CLASSES:
         for _, func in inspect.getmembers(cls, inspect.isfunction):
-            spec = getattr(func, "_bridge_endpoint", None)
-            if spec is not None:
-                address, params = spec
-                found.append(Endpoint(address, params, func, False, sum(1 for p in params if not p.optional),
-                                      tuple(p.convert for p in params)))
+            endpoint = endpoint_of(func)
+            if endpoint is not None:
+                found.append(endpoint)
     return found
 
 
@@ -112,7 +113,9 @@ class _Peer:
 
 async def test_requests_waiting_in_tasks_are_capped_and_the_rest_refused_at_once() -> None:
     api = _Hanging()
-    router = Router(collect(api), {})
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    router = Router(collect(api), {}, UdpSocket(sock))
     peer = _Peer()
     for n in range(MAX_IN_FLIGHT + 50):
         router.on_tcp(encode_message("/bridge/test/slow", [f"r{n}"]), peer)
@@ -121,5 +124,6 @@ async def test_requests_waiting_in_tasks_are_capped_and_the_rest_refused_at_once
     assert all(args[1:3] == ["error", "unavailable"] and "already working on" in args[3] for args in refused)
     api.release.set()
     await router.drain(2.0)
+    sock.close()
     answers = [decode_message(p).args for p in peer.sent[50:]]
     assert len(answers) == MAX_IN_FLIGHT and all(a[1:] == ["ok", "done"] for a in answers)

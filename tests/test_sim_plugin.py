@@ -25,8 +25,9 @@ import pytest
 from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
 from pythonosc.osc_message import OscMessage
 
-from oscbridge.sim import PluginFleet, SimConfig, SimulatedPlugin, build_message, main
-from oscbridge.sim.plugin import (
+from oscbridge.cli import main
+from oscbridge.tools.sim import PluginFleet, SimConfig, SimulatedPlugin, build_message
+from oscbridge.tools.sim.plugin import (
     CHAT_REQUEST,
     CHAT_RESPONSE,
     PORT_ASSIGNMENT,
@@ -585,7 +586,7 @@ async def test_fleet_instances_reuse_the_bootstrap_port_once_the_previous_one_mo
 
 
 def test_cli_rejects_a_bad_bridge_address() -> None:
-    assert main(["--bridge", "nowhere", "--duration", "0"]) == 2
+    assert main(["simulate", "--bridge", "nowhere", "--duration", "0"]) == 2
 
 
 async def test_cli_runs_plugins_against_a_bridge(fake_bridge: FakeBridge, config: SimConfig) -> None:
@@ -593,7 +594,8 @@ async def test_cli_runs_plugins_against_a_bridge(fake_bridge: FakeBridge, config
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "oscbridge.sim",
+        "oscbridge",
+        "simulate",
         "--plugins",
         "2",
         "--bridge",

@@ -1,4 +1,4 @@
-"""Small parts on their own: OSC codec, SLIP framing, argument specs, settings precedence, the spool."""
+"""Small parts on their own: OSC codec, SLIP framing, argument specs, the spool (settings: test_config.py)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pytest
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from oscbridge.api.params import BridgeError, Float, Int, Str, convert_args, plugin_id
-from oscbridge.config import ConfigError, load_settings
+from oscbridge.api.params import Float, Int, Str, convert_args, plugin_id
 from oscbridge.osc import slip
 from oscbridge.osc.codec import MalformedDatagram, decode_packet, encode_message
 from oscbridge.store.spool import Spool
+from oscbridge.typedefs import BridgeError
 
 
 def test_request_port_bytes_match_the_plugin() -> None:
@@ -89,25 +89,6 @@ def test_params() -> None:
         with pytest.raises(BridgeError) as err:
             convert_args(specs, args)
         assert err.value.code == "bad_request" and words in err.value.message
-
-
-def test_settings_precedence(tmp_path: Path) -> None:
-    config = tmp_path / "oscbridge.toml"
-    config.write_text('osc_port = 7001\nollama_url = "http://file:1"\nembed_dim = 512\n')
-    env = {"OSCBRIDGE_OSC_PORT": "7002", "OSCBRIDGE_EMBED_DIM": "384", "HOME": str(tmp_path)}
-    s = load_settings({"osc_port": 7003}, env=env, config_file=config)
-    assert (s.osc_port, s.embed_dim, s.ollama_url) == (7003, 384, "http://file:1")
-    s = load_settings({}, env=env, config_file=config)
-    assert s.osc_port == 7002
-    s = load_settings({}, env={"HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "xdg")})
-    assert (s.osc_port, s.host, s.data_dir) == (8999, "127.0.0.1", tmp_path / "xdg" / "oscbridge")
-    with pytest.raises(ConfigError, match="unknown setting"):
-        (tmp_path / "bad.toml").write_text("nope = 1\n")
-        load_settings({}, env=env, config_file=tmp_path / "bad.toml")
-    with pytest.raises(ConfigError, match="osc_port"):
-        load_settings({"osc_port": "many"}, env=env)
-    with pytest.raises(ConfigError, match="inside the plugin port range"):
-        load_settings({"osc_port": 9005}, env=env)
 
 
 def test_spool_commit_truncate_and_crash_recovery(tmp_path: Path) -> None:

@@ -8,9 +8,11 @@ import uuid
 from typing import Any
 
 from oscbridge.api.endpoint import request
-from oscbridge.api.params import Str, bad_request
-from oscbridge.context import BridgeContext
-from oscbridge.store.writer import now_ts
+from oscbridge.api.params import Str
+from oscbridge.clock import Clock
+from oscbridge.projects import Projects
+from oscbridge.store.writes import DebugRow, Submit
+from oscbridge.typedefs import bad_request
 
 MESSAGE_TYPES = ("command", "response", "status", "error", "log", "event")
 SEVERITIES = ("debug", "info", "warning", "error")
@@ -55,8 +57,10 @@ def _jsonb_problem(value: Any) -> str | None:
 
 
 class DebugApi:
-    def __init__(self, ctx: BridgeContext) -> None:
-        self.ctx = ctx
+    def __init__(self, projects: Projects, submit: Submit, clock: Clock) -> None:
+        self._projects = projects
+        self._submit = submit
+        self._clock = clock
 
     @request("/bridge/debug/log", Str("sender", max_len=100, min_len=1), Str("receiver", max_len=100),
              Str("message_type", choices=MESSAGE_TYPES), Str("content", max_len=MAX_CONTENT),
@@ -64,9 +68,7 @@ class DebugApi:
     def log(self, sender: str, receiver: str, message_type: str, content: str, payload: str,
             severity: str) -> tuple[str]:
         row_id = str(uuid.uuid4())
-        self.ctx.writer.submit("debug_row", {
-            "id": row_id, **self.ctx.ids(), "sender": sender, "receiver": receiver or None,
-            "message_type": message_type, "content": content, "payload": parse_payload(payload),
-            "severity": severity, "ts": now_ts(),
-        })
+        project_id, session_id = self._projects.ids()
+        self._submit(DebugRow(row_id, project_id, session_id, sender, receiver or None, message_type, content,
+                              parse_payload(payload), self._clock.time(), severity))
         return (row_id,)

@@ -2,7 +2,10 @@
 
 Handlers are plain methods of small classes (one per API area) that take converted arguments and return the
 result values, so tests can call them without sockets. A handler returns a tuple for a single reply, `Rows` for a
-list, and raises `BridgeError` for an error reply. Coroutine handlers are run as tasks off the receive path.
+list, and raises `BridgeError` for an error reply. Coroutine handlers are run as tasks off the receive path. A
+handler that needs to know who asked (`/bridge/subscribe` answers to the requester's host) declares
+`context=True` and gets the `Request` as its first argument: the request's context is passed, never read from
+shared state.
 """
 
 from __future__ import annotations
@@ -10,12 +13,35 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from oscbridge.api.params import Param, convert_args
+from oscbridge.typedefs import Addr
 
 F = TypeVar("F", bound=Callable[..., Any])
 _ATTR = "_bridge_endpoint"
+
+
+class Peer(Protocol):
+    """Where a request came from and how to answer it on the same transport."""
+
+    kind: str  # "udp" or "tcp"
+    addr: Addr
+
+    def send(self, data: bytes) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What a request handler may know about the request beyond its arguments."""
+
+    address: str
+    req_id: str
+    peer: Peer
+
+    @property
+    def sender(self) -> Addr:
+        return self.peer.addr
 
 
 @dataclass
@@ -31,8 +57,8 @@ class Endpoint:
     params: tuple[Param, ...]
     func: Callable[..., Any]
     is_async: bool
-    # Precomputed for the receive path: how many arguments are required, and each one's converter.
-    required: int = 0
+    context: bool = False  # the handler takes the Request first
+    # Precomputed for the receive path: each argument's converter.
     converters: tuple[Callable[[Any], Any], ...] = ()
 
     def convert(self, args: list[Any]) -> list[Any]:
@@ -41,15 +67,28 @@ class Endpoint:
             return [convert(value) for convert, value in zip(self.converters, args, strict=True)]
         return convert_args(self.params, args)
 
+    def call(self, request: Request, values: list[Any]) -> Any:
+        return self.func(request, *values) if self.context else self.func(*values)
 
-def request(address: str, *params: Param) -> Callable[[F], F]:
+
+def request(address: str, *params: Param, context: bool = False) -> Callable[[F], F]:
     """Marks a method as the handler of `address` with the given argument specs (after the request id)."""
 
     def mark(func: F) -> F:
-        setattr(func, _ATTR, (address, params))
+        setattr(func, _ATTR, (address, params, context))
         return func
 
     return mark
+
+
+def endpoint_of(func: Callable[..., Any]) -> Endpoint | None:
+    """The endpoint a function or method was marked as, if any."""
+    spec = getattr(func, _ATTR, None)
+    if spec is None:
+        return None
+    address, params, context = spec
+    return Endpoint(address, params, func, inspect.iscoroutinefunction(func), context,
+                    tuple(p.convert for p in params))
 
 
 def collect(*handlers: object) -> dict[str, Endpoint]:
@@ -57,12 +96,10 @@ def collect(*handlers: object) -> dict[str, Endpoint]:
     table: dict[str, Endpoint] = {}
     for obj in handlers:
         for _, method in inspect.getmembers(obj, inspect.ismethod):
-            spec = getattr(method, _ATTR, None)
-            if spec is None:
+            endpoint = endpoint_of(method)
+            if endpoint is None:
                 continue
-            address, params = spec
-            if address in table:
-                raise ValueError(f"two handlers for {address}")
-            table[address] = Endpoint(address, params, method, inspect.iscoroutinefunction(method),
-                                      sum(1 for p in params if not p.optional), tuple(p.convert for p in params))
+            if endpoint.address in table:
+                raise ValueError(f"two handlers for {endpoint.address}")
+            table[endpoint.address] = endpoint
     return table

@@ -9,20 +9,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from oscbridge.typedefs import PLUGIN_ID_MAX, PLUGIN_ID_PREFIX, bad_request
+
 _NO_DEFAULT = object()
-
-
-class BridgeError(Exception):
-    """An error reply: `code` is one of BRIDGE-API.md's codes, `message` says in words what was wrong."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
-def bad_request(message: str) -> BridgeError:
-    return BridgeError("bad_request", message)
 
 
 def _type_name(value: Any) -> str:
@@ -124,12 +113,9 @@ class Bool(Param):
         raise bad_request(f"{self.name} must be T/F or 0/1, got {value!r}")
 
 
-PLUGIN_ID_MAX = 50
-
-
 def plugin_id(name: str = "plugin_id") -> Str:
     """A track id as the plugins accept it: a string starting with 'TR' (case-sensitive)."""
-    return Str(name, max_len=PLUGIN_ID_MAX, min_len=3, prefix="TR")
+    return Str(name, max_len=PLUGIN_ID_MAX, min_len=3, prefix=PLUGIN_ID_PREFIX)
 
 
 def convert_args(params: tuple[Param, ...], args: list[Any]) -> list[Any]:

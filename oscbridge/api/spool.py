@@ -11,13 +11,12 @@ import asyncio
 
 from oscbridge.api.endpoint import request
 from oscbridge.api.params import Float
-from oscbridge.context import BridgeContext
-from oscbridge.store.writer import retry_rejected
+from oscbridge.store.writer import Writer, retry_rejected
 
 
 class SpoolApi:
-    def __init__(self, ctx: BridgeContext) -> None:
-        self.ctx = ctx
+    def __init__(self, writer: Writer) -> None:
+        self._writer = writer
         self._one_at_a_time = asyncio.Lock()
 
     @request("/bridge/spool/retry_rejected", Float("wait", default=10.0, min=0.0, max=60.0))
@@ -25,5 +24,5 @@ class SpoolApi:
         """Moves rejected.jsonl back into the spool and waits up to `wait` s for the writer: returns moved,
         re-applied, refused again, still waiting."""
         async with self._one_at_a_time:
-            result = await retry_rejected(self.ctx.writer, wait)  # SpoolError: the router answers `unavailable`
+            result = await retry_rejected(self._writer, wait)  # SpoolError: the router answers `unavailable`
         return result.moved, result.applied, result.refused_again, result.waiting

@@ -27,6 +27,8 @@ from typing import Any, ClassVar, TypeVar
 
 import httpx
 
+from oscbridge.redact import redact_url, strip_password
+
 DOCUMENT_PREFIX = "search_document: "
 """nomic-embed-text task prefix for texts that are stored and searched (messages, decisions)."""
 
@@ -149,17 +151,6 @@ def prepare_text(text: str, prefix: str, max_chars: int = MAX_INPUT_CHARS) -> st
     return prefix + text
 
 
-def redact_url(url: str) -> str:
-    """The URL without any user:password part, for messages and logs."""
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError):
-        return "<invalid URL>"
-    if parsed.userinfo:
-        parsed = parsed.copy_with(username=None, password=None)
-    return str(parsed).rstrip("/")
-
-
 def _error_text(response: httpx.Response) -> str:
     """Ollama puts its reason in `{"error": "..."}`; anything else is shown shortened."""
     try:
@@ -219,7 +210,7 @@ class OllamaClient:
         self.dim = dim
         self.timeout = timeout
         self.batch_size = batch_size
-        self.url = redact_url(base_url)
+        self.url = strip_password(base_url)[0].rstrip("/")
         self._http = httpx.AsyncClient(
             base_url=base_url,
             timeout=httpx.Timeout(timeout),

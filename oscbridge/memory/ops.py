@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 
 from oscbridge.store.writer import OpKind, copy_idempotent, ts_to_dt
+from oscbridge.store.writes import ConversationRow, MessageSave, SnapshotCreate
 
 MESSAGE_COLUMNS = ("id", "project_id", "session_id", "role", "content", "model", "is_key_decision",
                    "decision_summary", "embedding_model", "created_at")
@@ -20,36 +21,36 @@ SNAPSHOT_COLUMNS = ("id", "project_id", "session_id", "name", "description", "me
                     "created_at")
 
 
-async def _apply_messages(conn: asyncpg.Connection, ops: list[dict[str, Any]]) -> None:
+async def _apply_messages(conn: asyncpg.Connection, ops: list[MessageSave]) -> None:
     """`embedding_model` is the model that is to embed the message, or NULL when it is not to be embedded."""
     records = [
-        (op["id"], op["project_id"], op["session_id"], op["role"], op["content"], op.get("model"),
-         op["key_decision"], op.get("decision_summary"), op.get("embedding_model"), ts_to_dt(op["ts"]))
+        (op.id, op.project_id, op.session_id, op.role, op.content, op.model,
+         op.key_decision, op.decision_summary, op.embedding_model, ts_to_dt(op.ts))
         for op in ops
     ]
     await copy_idempotent(conn, "messages", MESSAGE_COLUMNS, records)
 
 
-async def _apply_conversations(conn: asyncpg.Connection, ops: list[dict[str, Any]]) -> None:
+async def _apply_conversations(conn: asyncpg.Connection, ops: list[ConversationRow]) -> None:
     records = [
-        (op["id"], op["project_id"], op["session_id"], op["role"], op["content"], op["display_type"],
-         ts_to_dt(op["ts"]))
+        (op.id, op.project_id, op.session_id, op.role, op.content, op.display_type,
+         ts_to_dt(op.ts))
         for op in ops
     ]
     await copy_idempotent(conn, "mission_control_conversations", CONVERSATION_COLUMNS, records)
 
 
-async def _apply_snapshots(conn: asyncpg.Connection, ops: list[dict[str, Any]]) -> None:
+async def _apply_snapshots(conn: asyncpg.Connection, ops: list[SnapshotCreate]) -> None:
     records = [
-        (op["id"], op["project_id"], op["session_id"], op["name"], op.get("description"), op["message_ids"],
-         op.get("track_state"), ts_to_dt(op["ts"]))
+        (op.id, op.project_id, op.session_id, op.name, op.description, op.message_ids,
+         op.track_state, ts_to_dt(op.ts))
         for op in ops
     ]
     await copy_idempotent(conn, "context_snapshots", SNAPSHOT_COLUMNS, records)
 
 
-MEMORY_OPS = (
-    OpKind("message_save", _apply_messages),
-    OpKind("conversation_row", _apply_conversations),
-    OpKind("snapshot_create", _apply_snapshots),
+MEMORY_OPS: tuple[OpKind[Any], ...] = (
+    OpKind(MessageSave, _apply_messages),
+    OpKind(ConversationRow, _apply_conversations),
+    OpKind(SnapshotCreate, _apply_snapshots),
 )

@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from typing import Literal
 
 import asyncpg
 
-from oscbridge.config import ConfigError
-from oscbridge.context import BridgeContext
+from oscbridge.backoff import Backoff
+from oscbridge.config import ConfigError, Settings
 from oscbridge.embed import (
     MAX_INPUT_CHARS,
     DimensionMismatch,
@@ -44,7 +43,8 @@ from oscbridge.embed import (
 )
 from oscbridge.logs import get_logger
 from oscbridge.memory.dimension import ensure_dimension
-from oscbridge.store.db import CONNECTION_ERRORS
+from oscbridge.store.db import CONNECTION_ERRORS, Database
+from oscbridge.store.writer import Writer
 
 log = get_logger("oscbridge.memory.worker")
 
@@ -85,14 +85,13 @@ def classify(exc: OllamaError) -> Status | Literal["refused"]:
 
 
 class EmbeddingWorker:
-    """One background task per bridge. `status` is what Ollama looks like from here; `ctx.ollama_up` reads it."""
+    """One background task per bridge. `status` is what Ollama looks like from here (`/bridge/status` reads `up`)."""
 
-    def __init__(self, ctx: BridgeContext) -> None:
-        settings = ctx.settings
-        self.ctx = ctx
+    def __init__(self, settings: Settings, db: Database, writer: Writer) -> None:
+        self._db = db
+        self._writer = writer
         self.model = settings.embed_model
         self.dim = settings.embed_dim
-        self.retry_max = settings.embed_retry_max
         try:
             self.documents = OllamaClient(settings.ollama_url, settings.embed_model, settings.embed_dim,
                                           settings.embed_timeout, batch_size=settings.embed_batch_size)
@@ -107,12 +106,11 @@ class EmbeddingWorker:
         self.retargeted = False
         self.embedded = 0
         self.parked: dict[str, float] = {}
-        self._failures = 0
+        self._backoff = Backoff(BACKOFF_BASE, settings.embed_retry_max, jitter=True)
         self._next_health = 0.0
         self._seq = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        ctx.ollama_up = lambda: self.status == "up"
 
     # -- used by the request handlers ------------------------------------------------------------------------
 
@@ -120,6 +118,13 @@ class EmbeddingWorker:
         """A message to embed was spooled as write `seq`: look for work once it is committed."""
         self._seq = max(self._seq, seq)
         self._wake.set()
+
+    def stats(self) -> dict[str, int]:
+        return {"memory.embedded": self.embedded, "memory.parked": len(self.parked)}
+
+    def up(self) -> bool:
+        """Whether Ollama answered the last time it was asked (`/bridge/status`)."""
+        return self.status == "up"
 
     def semantic_ready(self) -> bool:
         """Whether a search should try to embed its query (not while Ollama is known to be down or blocked)."""
@@ -173,7 +178,7 @@ class EmbeddingWorker:
         """Checks (and, when safe, changes) the column's dimension; waits for the database if needed."""
         while True:
             try:
-                async with self.ctx.db.acquire() as conn:
+                async with self._db.acquire() as conn:
                     check = await ensure_dimension(conn, self.dim)
                 break
             except CONNECTION_ERRORS:
@@ -182,7 +187,7 @@ class EmbeddingWorker:
                 self.last_error = f"cannot check or change messages.embedding: {exc}"
                 log.error("embedding_dimension_check_failed", error=self.last_error)
                 return
-        self._failures = 0
+        self._backoff.reset()
         self.schema_ok = check.ok
         if check.changed:
             log.warning("embedding_dimension_changed", detail=check.message)
@@ -199,11 +204,11 @@ class EmbeddingWorker:
         self._wake.clear()
         if self.status == "up" and not self.retargeted:
             await self._retarget()
-        await self.ctx.writer.wait_committed(self._seq, COMMIT_WAIT)
+        await self._writer.wait_committed(self._seq, COMMIT_WAIT)
         rows = await self._fetch()
         if rows:
             if await self._embed(rows):
-                self._failures = 0
+                self._backoff.reset()
             else:
                 await self._pause()
             return
@@ -211,7 +216,7 @@ class EmbeddingWorker:
             if not await self._check_health():
                 await self._pause()
                 return
-            self._failures = 0
+            self._backoff.reset()
             if not self.retargeted:
                 return  # retarget first, then look for work again
         with contextlib.suppress(TimeoutError):
@@ -219,14 +224,12 @@ class EmbeddingWorker:
 
     async def _pause(self) -> None:
         """Capped exponential backoff with jitter; wake-ups are ignored meanwhile (no hammering)."""
-        delay = min(self.retry_max, BACKOFF_BASE * 2 ** min(self._failures, 20))
-        self._failures += 1
-        await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+        await asyncio.sleep(self._backoff.next())
 
     async def _fetch(self) -> list[tuple[str, str]]:
         now = time.monotonic()
         self.parked = {key: until for key, until in self.parked.items() if until > now}
-        async with self.ctx.db.acquire() as conn:
+        async with self._db.acquire() as conn:
             rows = await conn.fetch(_FETCH, self.batch_size, list(self.parked), MAX_INPUT_CHARS)
         return [(r["id"], r["content"]) for r in rows]
 
@@ -240,7 +243,7 @@ class EmbeddingWorker:
                 self._set_status(kind, exc)
                 return False
             return await self._isolate(rows, exc, probed)
-        async with self.ctx.db.acquire() as conn:
+        async with self._db.acquire() as conn:
             await conn.executemany(_STORE, [(key, vector, self.model) for (key, _), vector in zip(rows, vectors,
                                                                                                   strict=True)])
         self.embedded += len(rows)
@@ -280,7 +283,7 @@ class EmbeddingWorker:
 
     async def _retarget(self) -> None:
         """Clears embeddings of another model (once per start, after this model was seen to work)."""
-        async with self.ctx.db.acquire() as conn:
+        async with self._db.acquire() as conn:
             result = await conn.execute(_RETARGET, self.model)
         self.retargeted = True
         cleared = int(result.split()[-1])

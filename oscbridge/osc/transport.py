@@ -1,8 +1,9 @@
 """The bridge's sockets: one UDP socket and one TCP listener on the same port, both feeding one callback.
 
 The sockets are bound before anything else starts, so a second bridge fails at once with a clear message and
-datagrams that arrive while the database starts wait in the kernel buffer instead of being lost. Reading only
-begins when `start_reading` is called.
+datagrams that arrive while the database starts wait in the kernel buffer instead of being lost. `UdpSocket` can
+send from the moment it is made (the plugin hub and the replies use it) and reads once `start` is called, when
+everything that handles datagrams exists.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ import socket
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import cast
 
 from oscbridge.logs import RateLimitedWarning, get_logger
 from oscbridge.osc import slip
 from oscbridge.osc.codec import encode_message
+from oscbridge.typedefs import Addr
 
-Addr = tuple[str, int]
 log = get_logger("oscbridge.transport")
 
 
@@ -27,26 +28,20 @@ class PortInUse(OSError):
     """Another process holds the bridge's port; the message names the port and what to do."""
 
 
-class Peer(Protocol):
-    """Where a request came from and how to answer it on the same transport."""
-
-    kind: str  # "udp" or "tcp"
-    addr: Addr
-
-    def send(self, data: bytes) -> None: ...
+Record = Callable[[Addr, Addr, bytes], None]
+"""`--record`: (source, destination, datagram), for every datagram in and out."""
 
 
 @dataclass(slots=True)
 class UdpPeer:
-    kind: str
+    """A UDP requester: replies go back from the bridge's own socket to its address."""
+
     addr: Addr
-    transport: asyncio.DatagramTransport
-    sent_hook: Callable[[bytes, Addr], None] | None = None
+    udp: UdpSocket
+    kind: str = "udp"
 
     def send(self, data: bytes) -> None:
-        self.transport.sendto(data, self.addr)
-        if self.sent_hook is not None:
-            self.sent_hook(data, self.addr)
+        self.udp.send(data, self.addr)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,40 +246,57 @@ def bind_tcp(host: str, port: int) -> socket.socket:
     return sock
 
 
-class UdpServer(asyncio.DatagramProtocol):
-    """Hands every datagram to `on_datagram(data, addr)`; sends with `send(data, addr)`."""
-
-    def __init__(self, on_datagram: Callable[[bytes, Addr], None]) -> None:
+class _Reader(asyncio.DatagramProtocol):
+    def __init__(self, udp: UdpSocket, on_datagram: Callable[[bytes, Addr], None]) -> None:
+        self._udp = udp
         self._on_datagram = on_datagram
-        self.transport: asyncio.DatagramTransport | None = None
-        self.send_errors = 0
-        self.sent_hook: Callable[[bytes, Addr], None] | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's UDP transport does not subclass asyncio.DatagramTransport, but has the same interface.
-        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: Addr) -> None:
+        if self._udp.record is not None:
+            self._udp.record(addr, self._udp.local, data)
         self._on_datagram(data, addr)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable from a plugin that went away shows up here on Linux; it is not our failure.
-        self.send_errors += 1
+        self._udp.send_errors += 1
+
+
+class UdpSocket:
+    """The bridge's UDP socket. Sends go straight to the non-blocking socket (a datagram the kernel cannot take
+    now is dropped and counted, as UDP would drop it anyway); `start` begins reading."""
+
+    def __init__(self, sock: socket.socket, record: Record | None = None) -> None:
+        self._sock = sock
+        self.local: Addr = sock.getsockname()[:2]
+        self.record = record
+        self.send_errors = 0
+        self._transport: asyncio.BaseTransport | None = None
 
     def send(self, data: bytes, addr: Addr) -> None:
-        if self.transport is None or self.transport.is_closing():
-            return
         try:
-            self.transport.sendto(data, addr)
+            self._sock.sendto(data, addr)
         except OSError:
             self.send_errors += 1
             return
-        if self.sent_hook is not None:
-            self.sent_hook(data, addr)
+        if self.record is not None:
+            self.record(self.local, addr, data)
 
     def peer(self, addr: Addr) -> UdpPeer:
-        assert self.transport is not None
-        return UdpPeer("udp", addr, self.transport, self.sent_hook)
+        return UdpPeer(addr, self)
+
+    async def start(self, on_datagram: Callable[[bytes, Addr], None]) -> None:
+        """Hands every datagram, from now on, to `on_datagram(data, sender)`."""
+        loop = asyncio.get_running_loop()
+        self._transport, _ = await loop.create_datagram_endpoint(lambda: _Reader(self, on_datagram), sock=self._sock)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        else:
+            self._sock.close()
+
+    def stats(self) -> dict[str, int]:
+        return {"router.udp_send_errors": self.send_errors}
 
 
 class TcpServer:
@@ -361,6 +373,12 @@ class TcpServer:
             for peer in list(self._peers):
                 peer.shutdown()
             await self._server.wait_closed()
+
+    def stats(self) -> dict[str, int]:
+        return {"tcp.connections": self.connections, "tcp.accepted": self.accepted, "tcp.refused": self.refused,
+                "tcp.frames_too_large": self.frames_too_large, "tcp.bad_escapes": self.bad_escapes,
+                "tcp.paused": self.paused, "tcp.closed_slow": self.closed_slow,
+                "tcp.closed_overfull": self.closed_overfull}
 
 
 def _text(addr: Addr) -> str:

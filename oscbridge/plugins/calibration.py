@@ -3,74 +3,55 @@ probes the plugins and hands out track ids (protocol note 3.3, with its gaps clo
 
 Unlike the original app, tones and probes go to each plugin's own port (not a 9000-9010 broadcast), each probe
 carries a query id of its own, and a track-id assignment counts only when the confirmation for that very
-(tempID, TRn) pair arrives, with resends about once a second until then.
+(tempID, TRn) pair arrives, with resends every `assign_retry_interval` seconds until then.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
 
-from oscbridge.api.mapping import set_mapping
-from oscbridge.api.params import BridgeError
+from oscbridge.clock import Clock
+from oscbridge.config import Settings
+from oscbridge.plugins.fanout import Fanout
+from oscbridge.plugins.instances import Instances
 from oscbridge.plugins.levels import to_dbfs
-from oscbridge.plugins.registry import Instance
-
-if TYPE_CHECKING:
-    from oscbridge.plugins.hub import PluginHub
-
-START_TONE = "/aiplayer/start_tone"
-STOP_TONE = "/aiplayer/stop_tone"
-TONE_STARTED = "/aiplayer/tone_started"
-TONE_STOPPED = "/aiplayer/tone_stopped"
-TRACK_ASSIGNMENT = "/aiplayer/track_uuid_assignment"
-EVENT_ASSIGNED = "/bridge/event/assigned"
-
-
-class Round:
-    """Collects one answer per expected instance; `wait` returns when all are in or the window closes."""
-
-    def __init__(self, expected: Iterable[str]) -> None:
-        self.expected = set(expected)
-        self.answers: dict[str, Any] = {}
-        self._done = asyncio.Event()
-
-    def add(self, temp_id: str, value: Any) -> None:
-        if temp_id in self.expected and temp_id not in self.answers:
-            self.answers[temp_id] = value
-            if len(self.answers) == len(self.expected):
-                self._done.set()
-
-    async def wait(self, timeout: float) -> None:
-        if self.expected:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._done.wait(), timeout)
+from oscbridge.plugins.outbound import Outbound
+from oscbridge.plugins.probes import Probes, Round
+from oscbridge.plugins.registry import Instance, InstanceRegistry
+from oscbridge.projects import Projects
+from oscbridge.protocol import EVENT_ASSIGNED, START_TONE, STOP_TONE, TONE_STARTED, TONE_STOPPED, TRACK_UUID_ASSIGNMENT
+from oscbridge.typedefs import BridgeError, ErrorCode, PluginState
 
 
 class Calibration:
-    def __init__(self, hub: PluginHub) -> None:
-        self.hub = hub
-        self.settings = hub.ctx.settings
-        self.acks: dict[str, Round] = {}  # tone_started / tone_stopped -> the round waiting for them
-        self.pending: dict[tuple[str, str], asyncio.Event] = {}  # (tempID, TRn) -> confirmed
+    def __init__(self, registry: InstanceRegistry, instances: Instances, probes: Probes, outbound: Outbound,
+                 fanout: Fanout, projects: Projects, settings: Settings, clock: Clock) -> None:
+        self._registry = registry
+        self._instances = instances
+        self._probes = probes
+        self._outbound = outbound
+        self._fanout = fanout
+        self._projects = projects
+        self._settings = settings
+        self._clock = clock
+        self._acks: dict[str, Round] = {}  # tone_started / tone_stopped -> the round waiting for them
+        self._pending: dict[tuple[str, str], asyncio.Event] = {}  # (tempID, TRn) -> confirmed
         self._seq = itertools.count(1)
 
     def candidates(self) -> list[Instance]:
         """Bound plugins without a track: the ones a calibration pass identifies."""
-        return [inst for inst in self.hub.registry.by_id.values()
-                if inst.state == "bound" and inst.port is not None and not inst.plugin_id]
+        return [inst for inst in self._registry
+                if inst.state == PluginState.BOUND and inst.port is not None and not inst.plugin_id]
 
     def acked(self, address: str, temp_id: str) -> None:
-        ack_round = self.acks.get(address)
+        ack_round = self._acks.get(address)
         if ack_round is not None:
             ack_round.add(temp_id, True)
 
     def confirmed(self, temp_id: str, plugin_id: str) -> bool:
         """A `uuid_assignment_confirmed`; True when an assignment was waiting for exactly this pair."""
-        event = self.pending.get((temp_id, plugin_id))
+        event = self._pending.get((temp_id, plugin_id))
         if event is None:
             return False
         event.set()
@@ -79,21 +60,21 @@ class Calibration:
     async def tone(self, on: bool, frequency: float, level_db: float) -> int:
         """Starts the tone on the plugins to identify, or stops it on every plugin with a port (one might have been
         identified meanwhile); returns how many acknowledged within the window."""
-        hub = self.hub
         if on:
             targets = self.candidates()
             address, args, tags, ack = START_TONE, [frequency, level_db], "ff", TONE_STARTED
         else:
-            targets = [i for i in hub.registry.by_id.values() if i.state in ("bound", "identified") and i.port]
+            targets = [i for i in self._registry
+                       if i.state in (PluginState.BOUND, PluginState.IDENTIFIED) and i.port]
             address, args, tags, ack = STOP_TONE, [], "", TONE_STOPPED
-        ack_round = self.acks[ack] = Round(inst.instance_id for inst in targets)
+        ack_round = self._acks[ack] = Round(inst.instance_id for inst in targets)
         try:
             for inst in targets:
-                hub.send_plugin(hub.dest(inst), address, args, tags)
-            await ack_round.wait(self.settings.calibrate_window)
+                self._outbound.send(self._outbound.dest(inst), address, args, tags)
+            await self._clock.wait(ack_round.done, self._settings.calibrate_window)
         finally:
-            if self.acks.get(ack) is ack_round:
-                del self.acks[ack]
+            if self._acks.get(ack) is ack_round:
+                del self._acks[ack]
         return len(ack_round.answers)
 
     async def probe(self) -> list[tuple[str, int, float]]:
@@ -102,8 +83,8 @@ class Calibration:
         probe_round = Round(inst.instance_id for inst in targets)
         for inst in targets:
             assert inst.port is not None
-            self.hub.probe(inst.port, inst, probe_round)
-        await probe_round.wait(self.settings.calibrate_window)
+            self._probes.send(inst.port, inst, probe_round)
+        await self._clock.wait(probe_round.done, self._settings.calibrate_window)
         rows = [(temp_id, port, to_dbfs(rms)) for temp_id, (port, rms) in probe_round.answers.items()]
         rows.sort(key=lambda row: row[2], reverse=True)
         return rows
@@ -111,29 +92,28 @@ class Calibration:
     async def assign(self, temp_id: str, plugin_id: str, track_number: int, track_name: str) -> None:
         """Sends `track_uuid_assignment ,iss [seq, tempID, TRn]` until the plugin confirms this pair; then records
         the mapping and tells subscribers. Raises BridgeError `not_found` / `unavailable`."""
-        hub = self.hub
-        inst = hub.registry.get(temp_id)
-        if inst is None or inst.state not in ("bound", "identified") or inst.port is None:
+        inst = self._registry.get(temp_id)
+        if inst is None or inst.state not in (PluginState.BOUND, PluginState.IDENTIFIED) or inst.port is None:
             state = "unknown" if inst is None else inst.state
-            raise BridgeError("not_found", f"instance {temp_id} is not a bound plugin (it is {state})")
+            raise BridgeError(ErrorCode.NOT_FOUND, f"instance {temp_id} is not a bound plugin (it is {state})")
         key = (temp_id, plugin_id)
-        event = self.pending.setdefault(key, asyncio.Event())
+        event = self._pending.setdefault(key, asyncio.Event())
         seq = next(self._seq)  # one sequence number for the first send and its resends, as the app did
+        sends = 1 + self._settings.assign_retries
         try:
-            for _ in range(1 + self.settings.assign_retries):
+            for _ in range(sends):
                 if not inst.live or inst.port is None:
                     break
-                hub.send_plugin(hub.dest(inst), TRACK_ASSIGNMENT, [seq, temp_id, plugin_id], "iss")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), self.settings.assign_retry_interval)
-                if event.is_set():
+                self._outbound.send(self._outbound.dest(inst), TRACK_UUID_ASSIGNMENT, [seq, temp_id, plugin_id],
+                                    "iss")
+                if await self._clock.wait(event, self._settings.assign_retry_interval):
                     break
         finally:
-            if self.pending.get(key) is event:
-                del self.pending[key]
+            if self._pending.get(key) is event:
+                del self._pending[key]
         if not event.is_set():
-            raise BridgeError("unavailable", f"instance {temp_id} did not confirm {plugin_id} after "
-                                             f"{1 + self.settings.assign_retries} sends")
-        hub.identified(inst, plugin_id)
-        set_mapping(hub.ctx, track_number, track_name, plugin_id)
-        hub.emit(EVENT_ASSIGNED, [temp_id, plugin_id, track_number, track_name])
+            raise BridgeError(ErrorCode.UNAVAILABLE, f"instance {temp_id} did not confirm {plugin_id} after {sends} "
+                                                     "sends")
+        self._instances.identified(inst, plugin_id)
+        self._projects.set_mapping(track_number, track_name, plugin_id)
+        self._fanout.emit(EVENT_ASSIGNED, [temp_id, plugin_id, track_number, track_name])

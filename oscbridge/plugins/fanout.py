@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 
+from oscbridge.osc.codec import encode_message
 from oscbridge.osc.pattern import AddressPattern
-
-Addr = tuple[str, int]
+from oscbridge.typedefs import Addr
 
 _CACHE_LIMIT = 1024
 # Each subscriber holds a socket and its patterns are matched on every new address: a local client could
@@ -101,6 +102,16 @@ class Fanout:
                     self.unsubscribe(sub.addr)
                 continue
             sub.sent += 1
+
+    def emit(self, address: str, args: list[Any]) -> None:
+        """A `/bridge/event/*` to the subscribers whose patterns match (encoded only if someone listens)."""
+        subs = self.route(address)
+        if subs:
+            self.send(subs, encode_message(address, args))
+
+    def stats(self) -> dict[str, int]:
+        return {"fanout.subscribers": len(self.subscribers), "fanout.dropped": self.dropped,
+                "fanout.forwarded": sum(s.sent for s in self.subscribers.values())}
 
     def expire(self, now: float) -> int:
         """Drops subscriptions not renewed within the time to live; returns how many."""

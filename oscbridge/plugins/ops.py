@@ -1,4 +1,4 @@
-"""Write kinds of the plugin hub: instance rows (the pool as handed out) and port quarantine, plus the load at start.
+"""The plugin hub's writes: instance rows (the pool as handed out) and port quarantine, and their load at start.
 
 Debug traffic rows use the foundation's `debug_row` kind (COPY, idempotent by id). Both appliers here are
 idempotent upserts keyed by instance id or port, and an older operation never overwrites a newer row, so a spool
@@ -13,34 +13,22 @@ from typing import Any
 import asyncpg
 
 from oscbridge.plugins.pool import Quarantine
-from oscbridge.plugins.registry import LIVE, Instance
 from oscbridge.store.writer import OpKind, ts_to_dt
+from oscbridge.store.writes import PluginInstanceRow, PortQuarantineRow
+from oscbridge.typedefs import LIVE_STATES, Addr
 
 
-def instance_op(inst: Instance, ts: float, last_seen: float) -> dict[str, Any]:
-    """The `plugin_instance` operation for the instance's current state (`ts`, `last_seen`: wall-clock)."""
-    return {
-        "instance_id": inst.instance_id, "port": inst.port, "state": inst.state, "plugin_id": inst.plugin_id or None,
-        "sender_host": inst.sender[0] if inst.sender else None, "sender_port": inst.sender[1] if inst.sender else None,
-        "response_port": inst.response_port, "first_seen": inst.first_seen, "last_seen": last_seen, "ts": ts,
-    }
-
-
-def quarantine_op(entry: Quarantine) -> dict[str, Any]:
-    return {"port": entry.port, "reason": entry.reason, "since": entry.since, "until": entry.until}
-
-
-async def _apply_instances(conn: asyncpg.Connection, ops: list[dict[str, Any]]) -> None:
+async def _apply_instances(conn: asyncpg.Connection, ops: list[PluginInstanceRow]) -> None:
     for op in ops:
-        at = ts_to_dt(op["ts"])
-        if op["state"] in LIVE and op["port"] is not None:
+        at = ts_to_dt(op.ts)
+        if op.state in LIVE_STATES and op.port is not None:
             # A port belongs to one live instance: whoever held it before is not on it any more.
             await conn.execute(
                 """
                 UPDATE plugin_instances SET state = 'gone', updated_at = $3
                 WHERE port = $1 AND instance_id <> $2 AND state IN ('assigned', 'bound', 'identified')
                 """,
-                op["port"], op["instance_id"], at,
+                op.port, op.instance_id, at,
             )
         await conn.execute(
             """
@@ -55,25 +43,25 @@ async def _apply_instances(conn: asyncpg.Connection, ops: list[dict[str, Any]]) 
                    updated_at = EXCLUDED.updated_at
              WHERE plugin_instances.updated_at <= EXCLUDED.updated_at
             """,
-            op["instance_id"], op["port"], op["state"], op["plugin_id"], op["sender_host"], op["sender_port"],
-            op["response_port"], ts_to_dt(op["first_seen"]), ts_to_dt(op["last_seen"]), at,
+            op.instance_id, op.port, op.state, op.plugin_id, op.sender_host, op.sender_port,
+            op.response_port, ts_to_dt(op.first_seen), ts_to_dt(op.last_seen), at,
         )
 
 
-async def _apply_quarantine(conn: asyncpg.Connection, ops: list[dict[str, Any]]) -> None:
+async def _apply_quarantine(conn: asyncpg.Connection, ops: list[PortQuarantineRow]) -> None:
     await conn.executemany(
         """
         INSERT INTO port_quarantine (port, reason, since, until) VALUES ($1, $2, $3, $4)
         ON CONFLICT (port) DO UPDATE SET reason = EXCLUDED.reason, since = EXCLUDED.since, until = EXCLUDED.until
          WHERE port_quarantine.since <= EXCLUDED.since
         """,
-        [(op["port"], op["reason"], ts_to_dt(op["since"]), ts_to_dt(op["until"])) for op in ops],
+        [(op.port, op.reason, ts_to_dt(op.since), ts_to_dt(op.until)) for op in ops],
     )
 
 
-HUB_OPS = (
-    OpKind("plugin_instance", _apply_instances),
-    OpKind("port_quarantine", _apply_quarantine),
+HUB_OPS: tuple[OpKind[Any], ...] = (
+    OpKind(PluginInstanceRow, _apply_instances),
+    OpKind(PortQuarantineRow, _apply_quarantine),
 )
 
 
@@ -83,7 +71,7 @@ class StoredInstance:
     port: int
     state: str
     plugin_id: str
-    sender: tuple[str, int] | None
+    sender: Addr | None
     response_port: int | None
     first_seen: float
 

@@ -46,8 +46,16 @@ class PortPool:
     def __contains__(self, port: object) -> bool:
         return isinstance(port, int) and self.start <= port <= self.end
 
+    def ports(self) -> range:
+        return range(self.start, self.end + 1)
+
     def owner_of(self, port: int) -> str | None:
         return self.owner.get(port)
+
+    def restore_quarantine(self, entry: Quarantine) -> None:
+        """A quarantine stored by the last bridge, still running, for a port nobody holds now."""
+        if entry.port in self and entry.port not in self.owner:
+            self.quarantined[entry.port] = entry
 
     def is_quarantined(self, port: int, now: float) -> bool:
         entry = self.quarantined.get(port)
@@ -109,6 +117,10 @@ class PortPool:
         entry = Quarantine(port, reason, now, now + seconds)
         self.quarantined[port] = entry
         return entry
+
+    def stats(self, now: float) -> dict[str, int]:
+        return {"pool.held": len(self.owner), "pool.quarantined": len(self.quarantined),
+                "pool.free": self.free_count(now)}
 
     def free_count(self, now: float) -> int:
         return sum(1 for port in range(self.start, self.end + 1)

@@ -1,52 +1,49 @@
-"""Live plugin instances as the bridge knows them, looked up by instance id, by track id (TRn) and by sender.
+"""Plugin instances as the bridge knows them, looked up by instance id, by track id (TRn) and by sender.
 
 This is the in-memory side that mapping queries join with: which port and instance a TR id lives on now. A plugin
 sends everything from one socket for its whole life (protocol note 1.1 item 6), so the sender address links
-its tempID, its TR id and its port; the hub keeps `by_sender` for that. The indexes change only through the
-methods below, so they never disagree.
+its tempID, its TR id and its port. The three indexes change only through the methods below, so they never
+disagree; the fields of an `Instance` change only through `Instances` (instances.py), the state machine.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 
-LIVE = frozenset(("assigned", "bound", "identified"))
+from oscbridge.typedefs import LIVE_STATES, Addr, PluginState
+
 NEVER = -math.inf  # a monotonic time before anything: "never heard", "never probed"
-
-Addr = tuple[str, int]
-
-
-@dataclass(slots=True, eq=False)
-class Instance:
-    instance_id: str
-    port: int | None = None  # the port it holds; for a gone instance, the port it last held
-    state: str = "requesting"
-    plugin_id: str = ""
-    sender: Addr | None = None
-    response_port: int | None = None
-    first_seen: float = field(default_factory=time.time)
-    last_heard: float = field(default_factory=time.monotonic)
-    # Liveness bookkeeping of the hub (monotonic seconds).
-    assigned_at: float = NEVER
-    probe_sent: float = NEVER  # when the outstanding liveness probe went out (NEVER: none outstanding)
-    # When the wire last proved where it is: a request from its bootstrap port, a matching `port_confirmed`, an
-    # adoption. An answer to a probe sent before that shows where it was, not where it is (hub._on_rms_response).
-    located_at: float = NEVER
-    misses: int = 0
-    changed_at: float = field(default_factory=time.monotonic)  # last state change, for retention of gone ones
-    seen_stored: float = NEVER  # the last_heard value last written to the database
-
-    @property
-    def live(self) -> bool:
-        return self.state in LIVE
-
 
 # Every request_port with a new tempID makes an instance, and a failed or gone one is kept for a while
 # (`gone_retention`): without a bound, a flood of requests with made-up tempIDs would grow memory for ever. Live
 # instances hold a port, so at most the pool's size of them are live; the rest can be forgotten oldest first.
 MAX_INSTANCES = 4096
+
+
+@dataclass(slots=True, eq=False)
+class Instance:
+    instance_id: str
+    first_seen: float  # wall-clock, as stored
+    last_heard: float  # monotonic
+    changed_at: float  # monotonic: the last change of state, for the retention of gone ones
+    port: int | None = None  # the port it holds; for a gone instance, the port it last held
+    state: PluginState = PluginState.REQUESTING
+    plugin_id: str = ""
+    sender: Addr | None = None
+    response_port: int | None = None
+    assigned_at: float = NEVER
+    probe_sent: float = NEVER  # when the outstanding liveness probe went out (NEVER: none outstanding)
+    misses: int = 0
+    # When the wire last proved where it is: a request from its bootstrap port, a matching `port_confirmed`, an
+    # adoption. An answer to a probe sent before that shows where it was, not where it is.
+    located_at: float = NEVER
+    seen_stored: float = NEVER  # the last_heard value last written to the database
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE_STATES
 
 
 class RegistryFull(Exception):
@@ -60,14 +57,23 @@ class InstanceRegistry:
         self.by_plugin_id: dict[str, Instance] = {}
         self.by_sender: dict[Addr, Instance] = {}
 
+    def __iter__(self) -> Iterator[Instance]:
+        return iter(list(self.by_id.values()))
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
     def get(self, instance_id: str) -> Instance | None:
         return self.by_id.get(instance_id)
 
     def for_plugin(self, plugin_id: str) -> Instance | None:
-        """The live instance that carries track id `plugin_id`, if any."""
+        """The instance that carries track id `plugin_id`, if any."""
         return self.by_plugin_id.get(plugin_id)
 
-    def count(self, *states: str) -> int:
+    def from_sender(self, sender: Addr) -> Instance | None:
+        return self.by_sender.get(sender)
+
+    def count(self, *states: PluginState) -> int:
         return sum(1 for inst in self.by_id.values() if inst.state in states)
 
     def add(self, inst: Instance) -> Instance:

@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from collections.abc import Callable
 from typing import Any
 
-from oscbridge.context import BridgeContext
+from oscbridge.clock import Clock
 from oscbridge.osc.codec import Message, typed_args
 from oscbridge.ratelimit import TokenBucket
-from oscbridge.store.writer import now_ts
+from oscbridge.store.writes import DebugRow
+from oscbridge.typedefs import Addr
 
-Addr = tuple[str, int]
 MAX_CONTENT = 1000
 
 
@@ -36,10 +37,13 @@ class Traffic:
     """Builds and submits the rows. Two token buckets: all rows, and rows of refused datagrams, which a flood of
     hostile traffic makes (each row costs ~70 µs of the receive path: a payload, a spool line)."""
 
-    def __init__(self, ctx: BridgeContext, per_second: int, rejected_per_second: int) -> None:
-        self.ctx = ctx
-        self._all = TokenBucket(per_second)
-        self._rejected = TokenBucket(rejected_per_second)
+    def __init__(self, ids: Callable[[], tuple[str, str]], submit: Callable[..., object], per_second: int,
+                 rejected_per_second: int, clock: Clock) -> None:
+        self._ids = ids  # the current project and session
+        self._submit_op = submit
+        self._clock = clock
+        self._all = TokenBucket(per_second, clock=clock.monotonic)
+        self._rejected = TokenBucket(rejected_per_second, clock=clock.monotonic)
         self.rows = 0
 
     @property
@@ -66,8 +70,10 @@ class Traffic:
     def _submit(self, sender: str, receiver: str | None, kind: str, content: str, payload: dict[str, Any],
                 severity: str) -> None:
         self.rows += 1
-        self.ctx.writer.submit("debug_row", {
-            "id": str(uuid.uuid4()), **self.ctx.ids(), "sender": sender[:100], "receiver": receiver,
-            "message_type": kind, "content": content, "payload": json.dumps(payload, ensure_ascii=False),
-            "severity": severity, "ts": now_ts(),
-        }, best_effort=True)
+        project_id, session_id = self._ids()
+        self._submit_op(DebugRow(str(uuid.uuid4()), project_id, session_id, sender[:100], receiver, kind, content,
+                                 json.dumps(payload, ensure_ascii=False), self._clock.time(), severity),
+                        best_effort=True)
+
+    def stats(self) -> dict[str, int]:
+        return {"hub.debug_rows": self.rows, "hub.debug_rows_suppressed": self.suppressed}

@@ -11,13 +11,14 @@ from typing import Any
 import asyncpg
 
 from oscbridge.store.writer import OpKind, copy_idempotent, ts_to_dt
+from oscbridge.store.writes import DebugRow, MappingClear, MappingSet, ProjectTouch, SessionStart
 
 
-async def _apply_session_start(conn: asyncpg.Connection, ops: list[dict[str, Any]]) -> None:
+async def _apply_session_start(conn: asyncpg.Connection, ops: list[SessionStart]) -> None:
     """Upserts the project and starts its session, ending the previous session of the bridge and any other
     active session of this project that started earlier."""
     for op in ops:
-        at = ts_to_dt(op["ts"])
+        at = ts_to_dt(op.ts)
         await conn.execute(
             """
             INSERT INTO projects (id, name, logic_project_path, last_opened_at)
@@ -27,22 +28,22 @@ async def _apply_session_start(conn: asyncpg.Connection, ops: list[dict[str, Any
                    logic_project_path = COALESCE(EXCLUDED.logic_project_path, projects.logic_project_path),
                    deleted_at = NULL
             """,
-            op["project_id"], op["name"], op.get("logic_path", ""), at,
+            op.project_id, op.name, op.logic_path, at,
         )
         await conn.execute(
             """
             UPDATE sessions SET is_active = false, ended_at = greatest(started_at, $3)
             WHERE is_active AND started_at <= $3 AND id <> $2 AND (project_id = $1 OR id = $4)
             """,
-            op["project_id"], op["session_id"], at, op.get("previous_session_id"),
+            op.project_id, op.session_id, at, op.previous_session_id,
         )
         await conn.execute(
             "INSERT INTO sessions (id, project_id, started_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
-            op["session_id"], op["project_id"], at,
+            op.session_id, op.project_id, at,
         )
 
 
-async def _apply_project_touch(conn: asyncpg.Connection, ops: list[dict[str, Any]]) -> None:
+async def _apply_project_touch(conn: asyncpg.Connection, ops: list[ProjectTouch]) -> None:
     """Re-opening the current project only moves last_opened_at (and may set the Logic path)."""
     for op in ops:
         await conn.execute(
@@ -51,21 +52,21 @@ async def _apply_project_touch(conn: asyncpg.Connection, ops: list[dict[str, Any
                    logic_project_path = COALESCE(NULLIF($3, ''), logic_project_path)
             WHERE id = $1
             """,
-            op["project_id"], ts_to_dt(op["ts"]), op.get("logic_path", ""),
+            op.project_id, ts_to_dt(op.ts), op.logic_path,
         )
 
 
-async def _apply_mapping_set(conn: asyncpg.Connection, ops: list[dict[str, Any]]) -> None:
+async def apply_mapping_set(conn: asyncpg.Connection, ops: list[MappingSet]) -> None:
     for op in ops:
-        if await conn.fetchval("SELECT 1 FROM track_assignments WHERE id = $1", op["id"]):
+        if await conn.fetchval("SELECT 1 FROM track_assignments WHERE id = $1", op.id):
             continue  # already applied before a crash
-        at = ts_to_dt(op["ts"])
+        at = ts_to_dt(op.ts)
         await conn.execute(
             """
             UPDATE track_assignments SET is_current = false, retired_at = $4
             WHERE project_id = $1 AND is_current AND (track_number = $2 OR plugin_id = $3)
             """,
-            op["project_id"], op["track_number"], op["plugin_id"], at,
+            op.project_id, op.track_number, op.plugin_id, at,
         )
         await conn.execute(
             """
@@ -73,20 +74,20 @@ async def _apply_mapping_set(conn: asyncpg.Connection, ops: list[dict[str, Any]]
                                            assigned_at)
             VALUES ($1, $2, $3, $4, $5, $6, $7)
             """,
-            op["id"], op["project_id"], op["session_id"], op["track_number"], op["track_name"],
-            op["plugin_id"], at,
+            op.id, op.project_id, op.session_id, op.track_number, op.track_name,
+            op.plugin_id, at,
         )
 
 
-async def _apply_mapping_clear(conn: asyncpg.Connection, ops: list[dict[str, Any]]) -> None:
+async def _apply_mapping_clear(conn: asyncpg.Connection, ops: list[MappingClear]) -> None:
     for op in ops:
-        at = ts_to_dt(op["ts"])
+        at = ts_to_dt(op.ts)
         await conn.execute(
             """
             UPDATE track_assignments SET is_current = false, retired_at = $2
             WHERE project_id = $1 AND is_current AND assigned_at <= $2
             """,
-            op["project_id"], at,
+            op.project_id, at,
         )
 
 
@@ -94,20 +95,20 @@ DEBUG_COLUMNS = ("id", "project_id", "session_id", "sender", "receiver", "messag
                  "severity", "parent_message_id", "created_at")
 
 
-async def _apply_debug_rows(conn: asyncpg.Connection, ops: list[dict[str, Any]]) -> None:
+async def _apply_debug_rows(conn: asyncpg.Connection, ops: list[DebugRow]) -> None:
     records = [
-        (op["id"], op["project_id"], op["session_id"], op["sender"], op.get("receiver"), op["message_type"],
-         op["content"], op.get("payload"), op.get("severity", "info"), op.get("parent_id"),
-         ts_to_dt(op["ts"]))
+        (op.id, op.project_id, op.session_id, op.sender, op.receiver, op.message_type,
+         op.content, op.payload, op.severity, op.parent_id,
+         ts_to_dt(op.ts))
         for op in ops
     ]
     await copy_idempotent(conn, "mission_control_debug", DEBUG_COLUMNS, records)
 
 
-CORE_OPS = (
-    OpKind("session_start", _apply_session_start),
-    OpKind("project_touch", _apply_project_touch),
-    OpKind("mapping_set", _apply_mapping_set),
-    OpKind("mapping_clear", _apply_mapping_clear),
-    OpKind("debug_row", _apply_debug_rows),
+CORE_OPS: tuple[OpKind[Any], ...] = (
+    OpKind(SessionStart, _apply_session_start),
+    OpKind(ProjectTouch, _apply_project_touch),
+    OpKind(MappingSet, apply_mapping_set),
+    OpKind(MappingClear, _apply_mapping_clear),
+    OpKind(DebugRow, _apply_debug_rows),
 )

@@ -10,13 +10,14 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
+from importlib import resources
 from typing import Any, Literal
 
 import asyncpg
 from pgvector.asyncpg import register_vector
 
 from oscbridge.logs import get_logger
+from oscbridge.redact import redact_url
 
 log = get_logger("oscbridge.db")
 
@@ -88,9 +89,10 @@ class SchemaError(Exception):
     """The database cannot hold our schema (pgvector missing, a newer schema version); says what to do."""
 
 
-def schema_path() -> Path:
-    """schema.sql ships inside the package (a link to the top-level file in a checkout)."""
-    return Path(__file__).resolve().parent.parent / "schema.sql"
+def schema_sql() -> str:
+    """The text of schema.sql, package data of `oscbridge.store`: importlib.resources finds it wherever the
+    package is installed (a checkout, a wheel, a zip), with no path arithmetic."""
+    return resources.files("oscbridge.store").joinpath("schema.sql").read_text(encoding="utf-8")
 
 
 def schema_version_of(sql: str) -> int:
@@ -102,13 +104,6 @@ def schema_version_of(sql: str) -> int:
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await register_vector(conn)
-
-
-def redact(url: str) -> str:
-    """A URL safe for logs and `oscbridge doctor`: the password replaced, whether in the user info (even one with
-    an unescaped '@' in it) or in a `password=`/`sslpassword=` query option, which libpq URLs also allow."""
-    url = re.sub(r"(://[^:/?#@]+:)[^?#]*@", r"\1***@", url)
-    return re.sub(r"([?&](?:ssl)?password=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
 
 
 class Database:
@@ -140,7 +135,7 @@ class Database:
                 command_timeout=60, max_inactive_connection_lifetime=60.0,
             )
             self.up = True
-            log.info("database_connected", url=redact(self.url))
+            log.info("database_connected", url=redact_url(self.url))
 
     def mark_down(self, error: BaseException) -> None:
         if self.up:
@@ -193,7 +188,7 @@ async def apply_schema(conn: asyncpg.Connection, sql: str | None = None) -> int:
 
     Refuses a database whose recorded version is newer than this code knows, and explains a missing pgvector.
     """
-    sql = sql if sql is not None else schema_path().read_text()
+    sql = sql if sql is not None else schema_sql()
     version = schema_version_of(sql)
     available = await conn.fetchval("SELECT default_version FROM pg_available_extensions WHERE name = 'vector'")
     if available is None:

@@ -1,9 +1,11 @@
 """The one writer task: drains the spool into PostgreSQL in batches, one transaction per batch.
 
-Request handlers call `submit`, which only appends to the spool and wakes this task, so the receive path never
-waits on the database. Each operation kind registers an applier that writes a run of consecutive operations of
-that kind (COPY through a staging table for append-only rows, plain statements for the rest). Operations keep
-their order, which the foreign keys rely on (a project before its session before its rows).
+Request handlers call `submit` with a typed write (`store/writes.py`), which only appends it to the spool and
+wakes this task, so the receive path never waits on the database. Each write type has an applier (`OpKind`) that
+writes a run of consecutive writes of that type (COPY through a staging table for append-only rows, plain
+statements for the rest). Writes keep their order, which the foreign keys rely on (a project before its session
+before its rows). The writer is complete when built: every write type the daemon makes is given to it then, so a
+spool left by the previous run (in any known format) is applied before anything new.
 
 Failures are sorted by `store.db.classify`. When the server is unreachable, or answers but cannot take writes
 now (a full disk, a shutdown, a deadlock), the batch stays in the spool and is retried with capped backoff, with
@@ -20,27 +22,40 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, overload
+from typing import Any, Generic, Literal, TypeVar, overload
 
 import asyncpg
 
+from oscbridge.backoff import Backoff
+from oscbridge.clock import SYSTEM_CLOCK, Clock
 from oscbridge.logs import RateLimitedWarning, get_logger
 from oscbridge.store.db import Database, classify
 from oscbridge.store.spool import Spool, SpoolError
+from oscbridge.store.writes import UnreadableWrite, WriteOp, decode, encode
 
 log = get_logger("oscbridge.writer")
 
 SYNC_INTERVAL = 1.0  # seconds between fsyncs of spool lines not yet in PostgreSQL: the power-loss window
+BACKOFF_FIRST, BACKOFF_CAP = 0.25, 5.0  # seconds between tries of a batch the database cannot take now
 
-Applier = Callable[[asyncpg.Connection, list[dict[str, Any]]], Awaitable[None]]
+W = TypeVar("W", bound=WriteOp)
 
 
 @dataclass(frozen=True)
-class OpKind:
-    """A kind of write: its name in the spool and how to apply a run of them inside a transaction."""
+class OpKind(Generic[W]):
+    """A write type and how to apply a run of them inside the batch's transaction."""
 
-    name: str
-    apply: Applier
+    type: type[W]
+    apply: Callable[[asyncpg.Connection, list[W]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One spool line as read back: the write (None when it cannot be read), and the raw entry for rejected.jsonl."""
+
+    op: WriteOp | None
+    raw: dict[str, Any]
+    problem: str = ""
 
 
 def now_ts() -> float:
@@ -52,11 +67,14 @@ def ts_to_dt(ts: float) -> datetime:
 
 
 class Writer:
-    def __init__(self, db: Database, spool: Spool, kinds: Sequence[OpKind], batch_size: int = 50) -> None:
+    def __init__(self, db: Database, spool: Spool, kinds: Sequence[OpKind[Any]], batch_size: int = 50,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self.db = db
         self.spool = spool
-        self.kinds = {k.name: k for k in kinds}
+        self.kinds: dict[str, OpKind[Any]] = {k.type.KIND: k for k in kinds}
         self.batch_size = batch_size
+        self._clock = clock
+        self.backoff = Backoff(BACKOFF_FIRST, BACKOFF_CAP)
         self._wake = asyncio.Event()
         self._committed = asyncio.Event()
         self._stopping = False
@@ -65,26 +83,22 @@ class Writer:
         self.batches = 0
         self.rejected = 0
         self.rejected_again = 0  # of the operations moved back by retry_rejected
-        self.failures_in_a_row = 0
         self._warn_temporary = RateLimitedWarning(log, "database_cannot_take_writes_now")
         self._warn_spool = RateLimitedWarning(log, "writer_cannot_keep_rejected")
-
-    def register(self, *kinds: OpKind) -> None:
-        for kind in kinds:
-            self.kinds[kind.name] = kind
+        self._warn_rejected = RateLimitedWarning(log, "write_rejected")
 
     # -- producer side (receive path) -------------------------------------------------------------------------
 
     @overload
-    def submit(self, kind: str, data: dict[str, Any]) -> int: ...
+    def submit(self, op: WriteOp) -> int: ...
 
     @overload
-    def submit(self, kind: str, data: dict[str, Any], *, best_effort: Literal[False]) -> int: ...
+    def submit(self, op: WriteOp, *, best_effort: Literal[False]) -> int: ...
 
     @overload
-    def submit(self, kind: str, data: dict[str, Any], *, best_effort: bool) -> int | None: ...
+    def submit(self, op: WriteOp, *, best_effort: bool) -> int | None: ...
 
-    def submit(self, kind: str, data: dict[str, Any], *, best_effort: bool = False) -> int | None:
+    def submit(self, op: WriteOp, *, best_effort: bool = False) -> int | None:
         """Makes the write durable locally and schedules it; returns its sequence number. Raises SpoolError
         (nothing stored; the client is told `unavailable`).
 
@@ -92,12 +106,18 @@ class Writer:
         quarters of its cap, or the disk nearly full) or cannot be written, it is dropped, counted in
         `spool.dropped`, and None is returned.
         """
-        if kind not in self.kinds:
-            raise KeyError(f"unknown write kind {kind}")
-        seq = self.spool.append({"k": kind, "d": data}, best_effort=best_effort)
+        if op.KIND not in self.kinds:
+            raise KeyError(f"no applier for {op.KIND} writes")
+        seq = self.spool.append(encode(op), best_effort=best_effort)
         if seq is not None:
             self.wake()
         return seq
+
+    def stats(self) -> dict[str, int]:
+        return {"writer.batches": self.batches, "writer.rejected": self.rejected, "writer.queued": self.queued,
+                "writer.spooled": self.spooled,
+                "spool.unapplied_bytes": self.spool.unapplied_bytes, "spool.dropped": self.spool.dropped,
+                "spool.refused": self.spool.refused}
 
     def wake(self) -> None:
         """Makes the writer look at the spool now (the database came back)."""
@@ -163,33 +183,41 @@ class Writer:
                 await asyncio.to_thread(self.spool.sync)
 
     async def _run(self) -> None:
-        backoff = 0.25
         while not self._stopping:
             if not self.spool.pending:
                 self._wake.clear()
                 if not self.spool.pending:
                     await self._wake.wait()
                 continue
-            ops, end = self.spool.read_batch(self.batch_size)
-            if not ops:
-                await asyncio.sleep(0.05)
+            raw, end = self.spool.read_batch(self.batch_size)
+            if not raw:
+                await self._clock.sleep(0.05)
                 continue
+            entries = [self._read(entry) for entry in raw]
             try:
-                refused = await self._write_batch(ops)
+                refused = await self._write_batch(entries)
                 if refused:
                     self._reject(refused)
             except Exception as exc:
-                self._note_failure(exc, len(ops))
-                self.failures_in_a_row += 1
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                self._note_failure(exc, len(entries))
+                await self._sleep(self.backoff.next())
                 continue
-            backoff = 0.25
-            self.failures_in_a_row = 0
-            self.spool.commit(end, len(ops))
+            self.backoff.reset()
+            self.spool.commit(end, len(entries))
             self.batches += 1
             self._committed.set()
             self._committed = asyncio.Event()
+
+    def _read(self, raw: dict[str, Any]) -> Entry:
+        if raw.get("k") == "_skip":
+            return Entry(None, raw, "the spool line is not JSON")
+        try:
+            op = decode(raw)
+        except UnreadableWrite as exc:
+            return Entry(None, raw, str(exc))
+        if op.KIND not in self.kinds:
+            return Entry(None, raw, f"no applier for {op.KIND} writes")
+        return Entry(op, raw)
 
     def _note_failure(self, exc: Exception, ops: int) -> None:
         """Says why a batch stays in the spool: once per cause and interval, with a traceback only for a bug."""
@@ -208,14 +236,15 @@ class Writer:
             log.exception("writer_batch_failed", error=error, ops=ops)
 
     async def _sleep(self, seconds: float) -> None:
+        """Waits `seconds`, or less when something wakes the writer (the database came back)."""
         self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+        await self._clock.wait(self._wake, seconds)
 
-    async def _write_batch(self, ops: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
-        """Writes a batch in one transaction; returns the operations PostgreSQL refused for good, with the
-        reason. Raises what is not the operations' fault (the batch is then retried whole)."""
-        refused = [(op, "the spool line is not JSON") for op in ops if op.get("k") == "_skip"]
+    async def _write_batch(self, entries: list[Entry]) -> list[tuple[Entry, str]]:
+        """Writes a batch in one transaction; returns the writes PostgreSQL refused for good (and the lines that
+        could not be read), with the reason. Raises what is not the writes' fault (the batch is then retried)."""
+        refused = [(entry, entry.problem) for entry in entries if entry.op is None]
+        ops = [entry for entry in entries if entry.op is not None]
         async with self.db.acquire() as conn:
             try:
                 async with conn.transaction():
@@ -226,29 +255,30 @@ class Writer:
                 if classify(exc) != "refused":
                     raise
                 if len(ops) == 1:
-                    return [(ops[0], _reason(exc))]
+                    return [*refused, (ops[0], _reason(exc))]
                 log.warning("writer_batch_refused", error=str(exc)[:300], ops=len(ops))
-            # Isolate the refused operation(s): one transaction each.
-            for op in ops:
-                if op.get("k") == "_skip":
-                    continue
+            # Isolate the refused write(s): one transaction each.
+            for entry in ops:
+                assert entry.op is not None
                 try:
                     async with conn.transaction():
-                        await self.kinds[op["k"]].apply(conn, [op["d"]])
+                        await self.kinds[entry.op.KIND].apply(conn, [entry.op])
                 except Exception as exc:
                     if classify(exc) != "refused":
                         raise
-                    refused.append((op, _reason(exc)))
+                    refused.append((entry, _reason(exc)))
         return refused
 
-    def _reject(self, refused: list[tuple[dict[str, Any], str]]) -> None:
-        """Moves refused operations to rejected.jsonl (SpoolError when the disk is full: the batch is retried)."""
-        self.spool.reject(refused)
+    def _reject(self, refused: list[tuple[Entry, str]]) -> None:
+        """Moves refused writes to rejected.jsonl (SpoolError when the disk is full: the batch is retried)."""
+        self.spool.reject([(entry.raw, error) for entry, error in refused])
         self.rejected += len(refused)
-        self.rejected_again += sum(1 for op, _ in refused if op.get("r"))
-        for op, error in refused:
-            log.error("write_rejected", kind=op.get("k"), id=(op.get("d") or {}).get("id"), error=error,
-                      kept_in=str(self.spool.rejected_path))
+        self.rejected_again += sum(1 for entry, _ in refused if entry.raw.get("r"))
+        for entry, error in refused:
+            op = entry.op
+            self._warn_rejected(kind=op.KIND if op is not None else entry.raw.get("k"),
+                                id=getattr(op, "id", None), error=error, kept_in=str(self.spool.rejected_path),
+                                total=self.rejected)
 
 
 def _reason(exc: BaseException) -> str:
@@ -283,17 +313,16 @@ async def retry_rejected(writer: Writer, timeout: float) -> RetryResult:
     return RetryResult(moved, moved - refused, refused, 0)
 
 
-def _runs(ops: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
-    """Groups consecutive operations of the same kind, keeping order."""
-    runs: list[tuple[str, list[dict[str, Any]]]] = []
-    for op in ops:
-        kind = op["k"]
-        if kind == "_skip":
-            continue
-        if runs and runs[-1][0] == kind:
-            runs[-1][1].append(op["d"])
+def _runs(entries: list[Entry]) -> list[tuple[str, list[WriteOp]]]:
+    """Groups consecutive writes of the same type, keeping order."""
+    runs: list[tuple[str, list[WriteOp]]] = []
+    for entry in entries:
+        op = entry.op
+        assert op is not None
+        if runs and runs[-1][0] == op.KIND:
+            runs[-1][1].append(op)
         else:
-            runs.append((kind, [op["d"]]))
+            runs.append((op.KIND, [op]))
     return runs
 
 

@@ -3,7 +3,7 @@
 Run from the repository root: `.venv/bin/python tests/data/make_recordings.py`. The output is deterministic.
 
 Every datagram is encoded with explicit type tags, exactly as the real plugin (JUCE) and app (Swift) encode
-them, and written with `oscbridge.recording.Recorder` (so the files are in the bridge's own JSONL format).
+them, and written with `oscbridge.tools.recording.Recorder` (so the files are in the bridge's own JSONL format).
 Source ports and tempIDs are the ones of the note; all hosts are 127.0.0.1.
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from oscbridge.recording import Recorder
-from oscbridge.sim.plugin import build_message
+from oscbridge.tools.recording import Recorder
+from oscbridge.tools.sim.plugin import build_message
 
 HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"

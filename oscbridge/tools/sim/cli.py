@@ -1,4 +1,4 @@
-"""Command line of the plugin simulator: `python -m oscbridge.sim`, and later `oscbridge simulate`.
+"""`oscbridge simulate`: the command line of the plugin simulator.
 
 It starts N simulated plugins against a running bridge, lets them live for a while (or until Ctrl-C), and
 prints one JSON line per plugin saying how far each got: a quick way to see that a bridge hands out ports,
@@ -13,12 +13,11 @@ import contextlib
 import json
 import signal
 import sys
-from collections.abc import Sequence
 from typing import TextIO
 
 from oscbridge.logs import configure_logging
-from oscbridge.recording import parse_host_port
-from oscbridge.sim.plugin import MESSAGE_DELAY, SILENCE_RMS, PluginFleet, SimConfig, SimulatedPlugin
+from oscbridge.tools.recording import parse_host_port
+from oscbridge.tools.sim.plugin import MESSAGE_DELAY, SILENCE_RMS, PluginFleet, SimConfig, SimulatedPlugin
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,15 +37,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--message-delay", type=float, default=MESSAGE_DELAY,
                         help=f"seconds the message thread spends per datagram ({MESSAGE_DELAY})")
     parser.add_argument("--log-level", default="warning", help="log level on stderr (default warning)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="oscbridge simulate",
-        description="Run simulated AIplayer plugins against an OSC bridge.",
-    )
-    add_arguments(parser)
-    return parser
 
 
 def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
@@ -87,11 +77,6 @@ def config_from_args(args: argparse.Namespace, bridge_host: str, bridge_port: in
         message_thread=args.message_thread,
         message_delay=args.message_delay,
     )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; `argv` are the arguments after the command name."""
-    return run(build_parser().parse_args(argv))
 
 
 def summary(plugin: SimulatedPlugin) -> dict[str, object]:

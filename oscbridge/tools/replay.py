@@ -16,12 +16,11 @@ import math
 import socket
 import sys
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from oscbridge.recording import (
+from oscbridge.tools.recording import (
     Endpoint,
     ReadStats,
     RecordedDatagram,
@@ -194,12 +193,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="oscbridge replay", description="Replay a recording to an OSC bridge.")
-    add_arguments(parser)
-    return parser
-
-
 def run(args: argparse.Namespace) -> int:
     """Runs a replay from parsed arguments; prints the stats as one JSON line; returns the exit status."""
     try:
@@ -214,12 +207,3 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(stats.as_dict()))
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; `argv` are the arguments after `replay`."""
-    return run(build_parser().parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

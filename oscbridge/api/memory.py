@@ -19,12 +19,15 @@ import asyncpg
 
 from oscbridge.api.debug import parse_payload
 from oscbridge.api.endpoint import Rows, request
-from oscbridge.api.params import Bool, BridgeError, Int, Str, bad_request
-from oscbridge.context import BridgeContext
+from oscbridge.api.params import Bool, Int, Str
+from oscbridge.clock import Clock
 from oscbridge.memory.search import HybridSearch
 from oscbridge.memory.worker import EmbeddingWorker
-from oscbridge.store.db import DatabaseUnavailable
-from oscbridge.store.writer import now_ts
+from oscbridge.projects import Projects
+from oscbridge.store.db import Database, DatabaseUnavailable
+from oscbridge.store.writer import Writer
+from oscbridge.store.writes import ConversationRow, MessageSave, SnapshotCreate
+from oscbridge.typedefs import BridgeError, ErrorCode, bad_request
 
 ROLES = ("user", "assistant", "system", "producer", "agent")
 CONVERSATION_ROLES = ("user", "producer")
@@ -46,10 +49,14 @@ def require_text(name: str, text: str) -> None:
 
 
 class MemoryApi:
-    def __init__(self, ctx: BridgeContext, worker: EmbeddingWorker) -> None:
-        self.ctx = ctx
-        self.worker = worker
-        self.search_engine = HybridSearch(ctx.settings.hnsw_ef_search)
+    def __init__(self, projects: Projects, writer: Writer, db: Database, worker: EmbeddingWorker,
+                 search: HybridSearch, clock: Clock) -> None:
+        self._projects = projects
+        self._writer = writer
+        self._db = db
+        self._worker = worker
+        self._search = search
+        self._clock = clock
         self._last_ts = 0.0
         # Ids of the messages saved in the current session, for snapshots. Sessions are started by this process
         # (every start, every project switch), so every message of the current session passed through here.
@@ -58,22 +65,22 @@ class MemoryApi:
 
     def _ts(self) -> float:
         """Strictly increasing timestamps, so that created_at order is arrival order."""
-        self._last_ts = max(now_ts(), self._last_ts + 1e-6)
+        self._last_ts = max(self._clock.time(), self._last_ts + 1e-6)
         return self._last_ts
 
     async def _flush(self) -> None:
         """Read-your-writes: give the writer a moment to commit what was accepted before this read."""
-        if self.ctx.db.up:
-            await self.ctx.writer.flush(FLUSH_TIMEOUT)
+        if self._db.up:
+            await self._writer.flush(FLUSH_TIMEOUT)
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection, or the `unavailable` error reply when the database cannot be reached."""
         try:
-            async with self.ctx.db.acquire() as conn:
+            async with self._db.acquire() as conn:
                 yield conn
         except DatabaseUnavailable as exc:
-            raise BridgeError("unavailable", "the database is unreachable right now; accepted writes are kept "
+            raise BridgeError(ErrorCode.UNAVAILABLE, "the database is unreachable right now; accepted writes are kept "
                                              "and stored when it is back, but this read cannot be answered") from exc
 
     # -- writes ------------------------------------------------------------------------------------------------
@@ -85,17 +92,15 @@ class MemoryApi:
              embed: bool) -> tuple[str]:
         require_text("content", content)
         message_id = str(uuid.uuid4())
-        ids = self.ctx.ids()
-        seq = self.ctx.writer.submit("message_save", {
-            "id": message_id, **ids, "role": role, "content": content, "model": model or None,
-            "key_decision": key_decision, "decision_summary": decision_summary or None,
-            "embedding_model": self.worker.model if embed else None, "ts": self._ts(),
-        })
-        if ids["session_id"] != self._session:
-            self._session, self._session_ids = ids["session_id"], []
+        project_id, session_id = self._projects.ids()
+        seq = self._writer.submit(MessageSave(message_id, project_id, session_id, role, content, model or None,
+                                              key_decision, decision_summary or None,
+                                              self._worker.model if embed else None, self._ts()))
+        if session_id != self._session:
+            self._session, self._session_ids = session_id, []
         self._session_ids.append(message_id)
         if embed:
-            self.worker.notify(seq)
+            self._worker.notify(seq)
         return (message_id,)
 
     @request("/bridge/conversation/log", Str("role", choices=CONVERSATION_ROLES),
@@ -103,10 +108,8 @@ class MemoryApi:
     def conversation_log(self, role: str, content: str, display_type: str) -> tuple[str]:
         require_text("content", content)
         row_id = str(uuid.uuid4())
-        self.ctx.writer.submit("conversation_row", {
-            "id": row_id, **self.ctx.ids(), "role": role, "content": content, "display_type": display_type,
-            "ts": self._ts(),
-        })
+        project_id, session_id = self._projects.ids()
+        self._writer.submit(ConversationRow(row_id, project_id, session_id, role, content, display_type, self._ts()))
         return (row_id,)
 
     @request("/bridge/snapshot/create", Str("name", min_len=1, max_len=255),
@@ -115,22 +118,20 @@ class MemoryApi:
     def snapshot_create(self, name: str, description: str, track_state: str) -> tuple[str]:
         require_text("name", name)
         state = parse_payload(track_state, "track_state")
-        ids = self.ctx.ids()
-        if ids["session_id"] != self._session or not self._session_ids:
+        project_id, session_id = self._projects.ids()
+        if session_id != self._session or not self._session_ids:
             raise bad_request("there is nothing to snapshot: no message was saved in the current session yet "
                               "(a snapshot marks a moment of a conversation; save a message first)")
         snapshot_id = str(uuid.uuid4())
-        self.ctx.writer.submit("snapshot_create", {
-            "id": snapshot_id, **ids, "name": name, "description": description or None,
-            "message_ids": list(self._session_ids), "track_state": state, "ts": self._ts(),
-        })
+        self._writer.submit(SnapshotCreate(snapshot_id, project_id, session_id, name, description or None,
+                                           list(self._session_ids), state, self._ts()))
         return (snapshot_id,)
 
     # -- reads -------------------------------------------------------------------------------------------------
 
     @request("/bridge/message/recent", Int("limit", default=10, min=1, max=1000))
     async def recent(self, limit: int) -> Rows:
-        project_id = self.ctx.ids()["project_id"]
+        project_id = self._projects.current.id
         await self._flush()
         async with self._connection() as conn:
             rows = await conn.fetch(
@@ -144,8 +145,8 @@ class MemoryApi:
     @request("/bridge/context/search", Str("query", max_len=MAX_QUERY), Int("limit", default=20, min=1, max=100))
     async def search(self, query: str, limit: int) -> Rows:
         """Without a query vector (Ollama down, slow or blocked) the semantic list is simply left out."""
-        project_id = self.ctx.ids()["project_id"]
-        vector, _ = await asyncio.gather(self.worker.embed_query(query), self._flush())
+        project_id = self._projects.current.id
+        vector, _ = await asyncio.gather(self._worker.embed_query(query), self._flush())
         async with self._connection() as conn:
-            hits = await self.search_engine.run(conn, project_id, query, vector, limit)
+            hits = await self._search.run(conn, project_id, query, vector, limit)
         return Rows([(h.id, h.role, h.content, iso(h.created_at), h.score, h.why) for h in hits])

@@ -5,6 +5,10 @@
 -- start through /docker-entrypoint-initdb.d). It records its version in schema_version, so a later version of
 -- this file can upgrade an existing database with ALTER ... IF NOT EXISTS statements and a new version row.
 --
+-- The daemon reads and writes the tables directly (oscbridge/store, memory, plugins). The views and functions
+-- below the tables are the SQL interface for people who query the database directly (docs/sql-interface.md);
+-- the daemon itself uses none of them, and tests/test_schema.py tests each one.
+--
 -- Compared with the original Chatty Channels schema (see shared/reference/original-storage-audit.md) it fixes:
 --   * S1  the partial index with a subquery (cannot exist in PostgreSQL) is gone; messages(session_id, ...) is a
 --         plain index instead.
@@ -51,6 +55,8 @@ CREATE TABLE IF NOT EXISTS projects (
 CREATE UNIQUE INDEX IF NOT EXISTS projects_live_name_key ON projects (name) WHERE deleted_at IS NULL;
 CREATE INDEX IF NOT EXISTS idx_projects_last_opened ON projects (last_opened_at DESC NULLS LAST);
 
+-- projects.updated_at is the time the row last changed: the bridge's own upserts and touches of a project
+-- (store/core_ops.py) fire this trigger, as does any UPDATE made by hand.
 CREATE OR REPLACE FUNCTION touch_updated_at() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     NEW.updated_at := now();
@@ -235,8 +241,10 @@ CREATE TABLE IF NOT EXISTS port_quarantine (
 -- Views (explicit column lists, so columns added later do not change them silently)
 -- ---------------------------------------------------------------------------------------------------------
 
--- All messages with their project name and session start. No LIMIT and no active-session filter inside the
--- view: callers filter by project and limit (audit S2).
+-- All messages with their project name and session start, without the embedding itself. No LIMIT and no
+-- active-session filter inside the view: callers filter by project and limit (audit S2). It reads
+-- messages.embedding, so memory/dimension.py drops it before changing that column's type; applying this file
+-- again recreates it.
 CREATE OR REPLACE VIEW recent_messages AS
 SELECT m.id, m.project_id, m.session_id, m.role, m.content, m.created_at, m.model, m.is_key_decision,
        m.decision_summary, m.embedding IS NOT NULL AS has_embedding,
@@ -245,6 +253,8 @@ FROM messages m
 JOIN projects p ON p.id = m.project_id
 JOIN sessions s ON s.id = m.session_id;
 
+-- The session each project is in: the bridge ends a project's session when it starts another session, so
+-- this is the bridge's current session (or the one it was in when it stopped), with its message count.
 CREATE OR REPLACE VIEW active_sessions AS
 SELECT s.id AS session_id, s.project_id, p.name AS project_name, s.started_at,
        (SELECT count(*) FROM messages m WHERE m.session_id = s.id) AS message_count,
@@ -253,6 +263,8 @@ FROM sessions s
 JOIN projects p ON p.id = s.project_id
 WHERE s.is_active;
 
+-- The mappings the bridge serves now (one row per track number and per plugin id of a project); the table
+-- also keeps the retired ones.
 CREATE OR REPLACE VIEW current_track_assignments AS
 SELECT t.id, t.project_id, p.name AS project_name, t.session_id, t.track_number, t.track_name, t.plugin_id,
        t.assigned_at, t.verified_at
@@ -260,6 +272,7 @@ FROM track_assignments t
 JOIN projects p ON p.id = t.project_id
 WHERE t.is_current;
 
+-- Mission Control's conversation and debug log as one timeline (source_type 'conversation' or 'debug').
 CREATE OR REPLACE VIEW mission_control_complete AS
 SELECT c.id, c.project_id, c.session_id, 'conversation'::text AS source_type, c.role AS sender,
        NULL::text AS receiver, c.display_type AS message_type, c.content, NULL::jsonb AS payload,
@@ -274,18 +287,88 @@ FROM mission_control_debug d;
 -- Functions
 -- ---------------------------------------------------------------------------------------------------------
 
--- Race-free get-or-create (audit S4): concurrent callers all get the one live project of that name.
+-- SHA-1 (FIPS 180-4) of a byte string, for project_id_for. PostgreSQL's built-in digests start at SHA-224,
+-- and the embedded server has neither pgcrypto (digest) nor uuid-ossp (uuid_generate_v5). 32-bit words are
+-- held in bigint and masked; all of &, |, # (xor), << and >> share one precedence, hence the parentheses.
+CREATE OR REPLACE FUNCTION oscbridge_sha1(p_data bytea) RETURNS bytea
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+DECLARE
+    mask constant bigint := 4294967295;
+    h bigint[] := ARRAY[1732584193, 4023233417, 2562383102, 271733878, 3285377520];
+    w bigint[];
+    m bytea;
+    o integer;
+    a bigint; b bigint; c bigint; d bigint; e bigint; f bigint; k bigint; t bigint;
+BEGIN
+    -- Padding: 0x80, zeros up to 56 bytes mod 64, then the length in bits as a big-endian 64-bit number.
+    m := p_data || '\x80'::bytea || decode(repeat('00', (119 - length(p_data) % 64) % 64), 'hex')
+         || int8send(length(p_data)::bigint * 8);
+    FOR block IN 0 .. length(m) / 64 - 1 LOOP
+        w := array_fill(0::bigint, ARRAY[80]);
+        FOR i IN 1 .. 16 LOOP
+            o := block * 64 + (i - 1) * 4;
+            w[i] := (get_byte(m, o)::bigint << 24) | (get_byte(m, o + 1)::bigint << 16)
+                    | (get_byte(m, o + 2)::bigint << 8) | get_byte(m, o + 3)::bigint;
+        END LOOP;
+        FOR i IN 17 .. 80 LOOP
+            t := w[i - 3] # w[i - 8] # w[i - 14] # w[i - 16];
+            w[i] := ((t << 1) | (t >> 31)) & mask;
+        END LOOP;
+        a := h[1]; b := h[2]; c := h[3]; d := h[4]; e := h[5];
+        FOR i IN 1 .. 80 LOOP
+            IF i <= 20 THEN
+                f := (b & c) | ((b # mask) & d); k := 1518500249;
+            ELSIF i <= 40 THEN
+                f := b # c # d; k := 1859775393;
+            ELSIF i <= 60 THEN
+                f := (b & c) | (b & d) | (c & d); k := 2400959708;
+            ELSE
+                f := b # c # d; k := 3395469782;
+            END IF;
+            t := ((((a << 5) | (a >> 27)) & mask) + f + e + k + w[i]) & mask;
+            e := d; d := c; c := ((b << 30) | (b >> 2)) & mask; b := a; a := t;
+        END LOOP;
+        h := ARRAY[(h[1] + a) & mask, (h[2] + b) & mask, (h[3] + c) & mask, (h[4] + d) & mask, (h[5] + e) & mask];
+    END LOOP;
+    RETURN substring(int8send(h[1]) FROM 5) || substring(int8send(h[2]) FROM 5) || substring(int8send(h[3]) FROM 5)
+           || substring(int8send(h[4]) FROM 5) || substring(int8send(h[5]) FROM 5);
+END;
+$$;
+
+-- The id the bridge gives a project of that name (oscbridge/projects.py project_id_for): UUID version 5 (RFC 9562)
+-- of the name's UTF-8 bytes in the bridge's namespace, so a project made here and one made by the bridge agree.
+CREATE OR REPLACE FUNCTION project_id_for(p_name text) RETURNS uuid
+LANGUAGE sql STABLE STRICT PARALLEL SAFE AS $$
+    SELECT encode(set_byte(set_byte(digest, 6, (get_byte(digest, 6) & 15) | 80),
+                           8, (get_byte(digest, 8) & 63) | 128), 'hex')::uuid
+    FROM (SELECT substring(oscbridge_sha1(uuid_send('6f1c1f7e-5c1b-4d5e-9a57-0b6d2f3c4e11'::uuid)
+                                          || convert_to(p_name, 'UTF8')) FOR 16) AS digest) AS hashed
+$$;
+
+-- The live project of that name, created when there is none, with the id the bridge would give it; a live
+-- project keeps the id it has, and a soft-deleted one of that id comes back, as when the bridge opens it.
+-- Race-free (audit S4): callers for one name take turns on a transaction-level advisory lock, so the second
+-- finds the first's project. Without it, two concurrent inserts of one name (hence one id) each wait for the
+-- other in the unique index that is not the ON CONFLICT arbiter, and PostgreSQL reports a deadlock.
 CREATE OR REPLACE FUNCTION get_or_create_project(p_name text, p_logic_project_path text DEFAULT NULL)
 RETURNS uuid LANGUAGE plpgsql AS $$
 DECLARE
     v_id uuid;
 BEGIN
-    INSERT INTO projects (name, logic_project_path, last_opened_at)
-    VALUES (p_name, NULLIF(p_logic_project_path, ''), now())
-    ON CONFLICT (name) WHERE deleted_at IS NULL
-    DO UPDATE SET last_opened_at = now(),
-                  logic_project_path = COALESCE(EXCLUDED.logic_project_path, projects.logic_project_path)
+    -- Two-integer advisory keys never meet the one-bigint key with which schema.sql is applied.
+    PERFORM pg_advisory_xact_lock(x'05cb0002'::integer, hashtext(p_name));
+    UPDATE projects SET last_opened_at = now(),
+           logic_project_path = COALESCE(NULLIF(p_logic_project_path, ''), logic_project_path)
+    WHERE name = p_name AND deleted_at IS NULL
     RETURNING id INTO v_id;
+    IF NOT FOUND THEN
+        INSERT INTO projects (id, name, logic_project_path, last_opened_at)
+        VALUES (project_id_for(p_name), p_name, NULLIF(p_logic_project_path, ''), now())
+        ON CONFLICT (id) DO UPDATE
+           SET deleted_at = NULL, last_opened_at = now(),
+               logic_project_path = COALESCE(EXCLUDED.logic_project_path, projects.logic_project_path)
+        RETURNING id INTO v_id;
+    END IF;
     RETURN v_id;
 END;
 $$;
@@ -312,10 +395,13 @@ $$;
 
 -- The original hybrid context (semantic + recent + key decisions), fixed (audit S3): one row per message with
 -- its flags merged, the best similarity kept, ordered by time (oldest first, ready for a prompt), capped at
--- p_limit, and no semantic part when the query vector is NULL.
+-- p_limit, and no semantic part when the query vector is NULL. The query vector has the dimension of
+-- messages.embedding (embed_dim); `vector` without a dimension says so (PostgreSQL ignores a dimension on a
+-- function argument anyway, so this is the same function as one declared with vector(768)).
+-- Not the bridge's /bridge/context/search, which also ranks by keywords (memory/search.py).
 CREATE OR REPLACE FUNCTION get_conversation_context(
     p_project_id uuid,
-    p_query_embedding vector(768),
+    p_query_embedding vector,
     p_limit integer DEFAULT 20,
     p_recent integer DEFAULT 10,
     p_decision_days integer DEFAULT 7,

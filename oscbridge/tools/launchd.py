@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, TextIO, get_args
 
+from oscbridge.redact import strip_password
+
 LABEL = "com.chattychannels.oscbridge"
 LAUNCHCTL = "/bin/launchctl"
 
@@ -93,9 +95,6 @@ PASSTHROUGH_PG_VARS = frozenset(
     }
 )
 _SECRET_NAME = re.compile(r"PASSWORD|PASSWD|PASSPHRASE|SECRET|TOKEN|CREDENTIAL|API_?KEY|PRIVATE_?KEY", re.I)
-_SECRET_QUERY_KEYS = frozenset({"password", "sslpassword"})
-# What may follow the '@' that ends a URL's user info: a host list, then the path, query or end.
-_HOST_PART = re.compile(r"[A-Za-z0-9.\-_~%\[\]:,]*(?=[/?#]|$)")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -121,58 +120,6 @@ def default_working_dir(home: Path) -> Path:
 # ------------------------------------------------------------------------------------------------------------
 # Keeping secrets out of the plist
 # ------------------------------------------------------------------------------------------------------------
-
-
-def _split_userinfo(rest: str) -> tuple[str | None, str]:
-    """Splits 'user:pw@host/db?x' into ('user:pw', 'host/db?x'); (None, rest) when there is no user info.
-
-    The strict split (the authority ends at the first '/', '?' or '#', as in urlsplit and so in asyncpg) is
-    tried first. A password typed without percent-encoding can hold '/', '?' or '#', which pushes its '@' past
-    that point; the lenient pass still finds it, so such a password cannot leak into the plist either.
-    """
-    end = len(rest)
-    for ch in "/?#":
-        i = rest.find(ch)
-        if i != -1:
-            end = min(end, i)
-    authority = rest[:end]
-    if "@" in authority:
-        userinfo, _, hosts = authority.rpartition("@")
-        return userinfo, hosts + rest[end:]
-    for at in reversed([m.start() for m in re.finditer("@", rest)]):
-        userinfo, after = rest[:at], rest[at + 1 :]
-        if _HOST_PART.match(after) and re.fullmatch(r"[^/?#@:]*:.*", userinfo, re.S):
-            return userinfo, after
-    return None, rest
-
-
-def strip_password(url: str) -> tuple[str, bool]:
-    """Returns the URL without its password (user info or `password=` query) and whether one was removed.
-
-    Anything that is not a `scheme://` URL is returned unchanged. The rest of the URL is kept byte for byte, so
-    options such as `sslmode=verify-full&sslrootcert=/path/ca.pem` survive untouched.
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep or not scheme or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.\-]*", scheme):
-        return url, False
-    removed = False
-    userinfo, remainder = _split_userinfo(rest)
-    if userinfo is not None:
-        user, colon, password = userinfo.partition(":")
-        removed = bool(colon and password)
-        rest = f"{user}@{remainder}" if user else remainder
-    head, qmark, query = rest.partition("?")
-    if qmark:
-        query, hashmark, fragment = query.partition("#")
-        kept = []
-        for pair in query.split("&"):
-            key = pair.partition("=")[0].strip().lower()
-            if key in _SECRET_QUERY_KEYS:
-                removed = removed or bool(pair.partition("=")[2])
-                continue
-            kept.append(pair)
-        rest = head + ("?" + "&".join(kept) if kept else "") + hashmark + fragment
-    return f"{scheme}://{rest}", removed
 
 
 @dataclass(frozen=True)
@@ -772,15 +719,3 @@ def run(
         return EXIT_FAILED
     print(f"oscbridge launchd: unknown action {action!r}", file=err)
     return EXIT_UNSUPPORTED
-
-
-def main(argv: Sequence[str] | None = None, **seams: Any) -> int:
-    """`oscbridge launchd ...` on its own (also `python -m oscbridge.launchd ...`)."""
-    parser = argparse.ArgumentParser(prog="oscbridge launchd", description="Manage the oscbridge LaunchAgent.")
-    add_arguments(parser)
-    ns = parser.parse_args(None if argv is None else list(argv))
-    return run(ns, **seams)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,15 +9,19 @@ that is the database in use. Either way, operations refused again go back to rej
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 from typing import Any, TextIO
 
 from oscbridge.config import Settings
+from oscbridge.flags import add_settings_flags, settings_from
+from oscbridge.logs import configure_logging
 from oscbridge.memory.ops import MEMORY_OPS
 from oscbridge.plugins.ops import HUB_OPS
+from oscbridge.redact import redact_url
 from oscbridge.store.core_ops import CORE_OPS
-from oscbridge.store.db import CONNECTION_ERRORS, Database, SchemaError, redact
+from oscbridge.store.db import CONNECTION_ERRORS, Database, SchemaError
 from oscbridge.store.embedded import EmbeddedPostgres
 from oscbridge.store.spool import Spool, SpoolError, SpoolLocked
 from oscbridge.store.writer import RetryResult, Writer, retry_rejected
@@ -29,7 +33,23 @@ DB_ERRORS: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, SchemaError)
 REPLY_MARGIN = 5.0  # seconds the client waits beyond the bridge's own wait
 
 
-def run(settings: Settings, wait: float, out: TextIO | None = None) -> int:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="spool_command", required=True)
+    retry = actions.add_parser("retry-rejected", help="re-apply the writes PostgreSQL refused (rejected.jsonl), "
+                               "through the running bridge if there is one")
+    add_settings_flags(retry)
+    retry.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the database (default 10)")
+
+
+def run(ns: argparse.Namespace) -> int:
+    configure_logging("warning")
+    if not 0 <= ns.wait <= 60:
+        print("oscbridge: --wait must be 0..60 seconds", file=sys.stderr)
+        return 2
+    return retry_rejected_command(settings_from(ns), ns.wait)
+
+
+def retry_rejected_command(settings: Settings, wait: float, out: TextIO | None = None) -> int:
     """Returns 0 when every moved write is in the database, 1 otherwise (refused again, still waiting, or an
     error, which is printed to stderr)."""
     out = sys.stdout if out is None else out
@@ -46,7 +66,7 @@ def run(settings: Settings, wait: float, out: TextIO | None = None) -> int:
 
 async def _ask_owner(owner: dict[str, Any] | None, wait: float, out: TextIO) -> int:
     from oscbridge.client import BridgeClient, BridgeRequestError
-    from oscbridge.doctor import local_target
+    from oscbridge.tools.doctor import local_target
 
     pid = (owner or {}).get("pid", "?")
     host, port = (owner or {}).get("host"), (owner or {}).get("port")
@@ -86,7 +106,7 @@ async def _drain_here(settings: Settings, spool: Spool, wait: float, out: TextIO
         try:
             await db.connect()
         except DB_ERRORS as exc:
-            print(f"oscbridge: cannot use the database {redact(url)}: {exc}; nothing was moved", file=sys.stderr)
+            print(f"oscbridge: cannot use the database {redact_url(url)}: {exc}; nothing was moved", file=sys.stderr)
             return 1
         writer = Writer(db, spool, WRITE_KINDS)
         writer.start()

@@ -38,18 +38,21 @@ from typing import Any
 import asyncpg
 
 from oscbridge.config import Settings
-from oscbridge.state import DEFAULT_PROJECT, project_id_for
-from oscbridge.store.core_ops import CORE_OPS
-from oscbridge.store.db import CONNECTION_ERRORS, SchemaError, apply_schema, redact
+from oscbridge.flags import add_settings_flags, settings_from
+from oscbridge.logs import configure_logging
+from oscbridge.projects import DEFAULT_PROJECT, project_id_for
+from oscbridge.redact import redact_url
+from oscbridge.store.core_ops import apply_mapping_set
+from oscbridge.store.db import CONNECTION_ERRORS, SchemaError, apply_schema
 from oscbridge.store.embedded import EmbeddedPostgres, running_url
+from oscbridge.store.writes import MappingSet
+from oscbridge.typedefs import PLUGIN_ID_MAX
 
 APP_SUPPORT = Path("Library/Application Support/ChattyChannels/track_mappings.db")
 SANDBOXED = Path("Library/Containers/com.websmithing.ChattyChannels/Data") / APP_SUPPORT
 MAX_TRACK = 100_000  # as /bridge/mapping/set
 MAX_NAME = 255
-MAX_PLUGIN_ID = 50
 OLDEST = datetime.min.replace(tzinfo=UTC)
-MAPPING_SET = {kind.name: kind for kind in CORE_OPS}["mapping_set"]
 
 
 class MigrationError(Exception):
@@ -155,8 +158,8 @@ def _track_number(value: Any, kind: str) -> int | str:
 def _check(source: Path, temp_id: Any, name: Any, number: Any, kind: str, updated: Any) -> LegacyRow | Skipped:
     """The row as it will be imported, or why it cannot be."""
     track = _track_number(number, kind)
-    if not isinstance(temp_id, str) or not temp_id.startswith("TR") or len(temp_id) > MAX_PLUGIN_ID:
-        reason = f"temp_id {temp_id!r} is not a plugin id (TRn, at most {MAX_PLUGIN_ID} characters)"
+    if not isinstance(temp_id, str) or not temp_id.startswith("TR") or len(temp_id) > PLUGIN_ID_MAX:
+        reason = f"temp_id {temp_id!r} is not a plugin id (TRn, at most {PLUGIN_ID_MAX} characters)"
     elif not isinstance(name, str):
         reason = f"track name {name!r} is not text"
     elif len(name) > MAX_NAME:
@@ -270,10 +273,9 @@ async def _apply(conn: asyncpg.Connection, plan: Plan) -> None:
         "INSERT INTO sessions (id, project_id, started_at, ended_at, is_active) VALUES ($1, $2, now(), now(), false)",
         session_id, plan.project_id)
     now = time.time()
-    await MAPPING_SET.apply(conn, [
-        {"id": str(uuid.uuid4()), "project_id": plan.project_id, "session_id": session_id,
-         "track_number": row.track_number, "track_name": row.track_name, "plugin_id": row.temp_id,
-         "ts": row.last_updated.timestamp() if row.last_updated else now}
+    await apply_mapping_set(conn, [
+        MappingSet(str(uuid.uuid4()), plan.project_id, session_id, row.track_number, row.track_name, row.temp_id,
+                   row.last_updated.timestamp() if row.last_updated else now)
         for row in plan.imports
     ])
 
@@ -309,6 +311,7 @@ async def migrate(conn: asyncpg.Connection | None, paths: Sequence[Path], projec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_settings_flags(parser)
     parser.add_argument("path", nargs="?", help="the legacy track_mappings.db (default: the app's usual places)")
     parser.add_argument("--project", help="the project to import into (default: the most recently opened one, "
                                           "else \"Default Project\")")
@@ -352,7 +355,7 @@ async def _connect(settings: Settings, dry_run: bool) -> AsyncIterator[asyncpg.C
         try:
             conn = await asyncpg.connect(url, timeout=10)
         except CONNECTION_ERRORS as exc:
-            raise MigrationError(f"cannot reach the database at {redact(url)}: {exc}") from exc
+            raise MigrationError(f"cannot reach the database at {redact_url(url)}: {exc}") from exc
         try:
             if not dry_run:
                 await apply_schema(conn)
@@ -383,7 +386,7 @@ async def _bridge_running(settings: Settings) -> bool:
     return True
 
 
-async def run(settings: Settings, path: str | None, project: str | None, dry_run: bool) -> int:
+async def migrate_command(settings: Settings, path: str | None, project: str | None, dry_run: bool) -> int:
     if path is not None:
         paths = [Path(path).expanduser()]
         if not paths[0].is_file():
@@ -406,9 +409,10 @@ async def run(settings: Settings, path: str | None, project: str | None, dry_run
     return 0
 
 
-def main(ns: argparse.Namespace, settings: Settings) -> int:
+def run(ns: argparse.Namespace) -> int:
+    configure_logging("warning")
     try:
-        return asyncio.run(run(settings, ns.path, ns.project, ns.dry_run))
+        return asyncio.run(migrate_command(settings_from(ns), ns.path, ns.project, ns.dry_run))
     except (MigrationError, SchemaError) as exc:
         print(f"oscbridge migrate-sqlite: {exc}", file=sys.stderr)
         return 1

@@ -14,6 +14,7 @@ password removed as well.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import shlex
@@ -24,18 +25,22 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TextIO
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 
-from oscbridge import __version__, launchd
+from oscbridge import __version__
 from oscbridge.config import Settings
 from oscbridge.embed.ollama import OllamaClient
+from oscbridge.flags import add_settings_flags, settings_from
+from oscbridge.logs import configure_logging
 from oscbridge.osc.transport import PortInUse, bind_tcp, bind_udp
 from oscbridge.private import open_to_others
-from oscbridge.store.db import CONNECTION_ERRORS, redact, schema_path, schema_version_of
+from oscbridge.redact import redact_url, scrub
+from oscbridge.store.db import CONNECTION_ERRORS, schema_sql, schema_version_of
 from oscbridge.store.embedded import DATABASE, running_url
 from oscbridge.store.spool import BEST_EFFORT_SHARE, MIB, free_bytes, human, usage
+from oscbridge.tools import launchd
 
 Status = Literal["ok", "warn", "fail", "skip"]
 
@@ -122,20 +127,9 @@ def version_tuple(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def _password_of(url: str) -> str | None:
-    parts = urlsplit(url)
-    query = parse_qs(parts.query)
-    passwords = query.get("password")
-    return parts.password or (passwords[0] if passwords else None)
-
-
 def _clean_error(exc: BaseException, url: str) -> str:
     """The driver's error text without the password, in case it ever echoes the URL."""
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    secret = _password_of(url)
-    for form in {secret, unquote(secret)} if secret else ():
-        text = text.replace(form, "***")
-    return text[:300]
+    return scrub(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, url)[:300]
 
 
 def _is_local(url: str) -> bool:
@@ -259,7 +253,7 @@ async def database_checks(settings: Settings) -> list[Check]:
     if url is None:
         assert embedded is not None
         return _embedded_not_running(embedded)
-    shown = redact(url)
+    shown = redact_url(url)
     try:
         try:
             conn = await asyncpg.connect(url, timeout=DB_TIMEOUT, command_timeout=DB_TIMEOUT)
@@ -289,7 +283,7 @@ async def database_checks(settings: Settings) -> list[Check]:
         facts = await _inspect(conn)
     finally:
         await conn.close(timeout=DB_TIMEOUT)
-    expected = schema_version_of(schema_path().read_text())
+    expected = schema_version_of(schema_sql())
     return [_connection_check(facts, shown, url, embedded),
             pgvector_check(facts["installed"], facts["available"], shown),
             schema_check(facts["schema"], expected)]
@@ -541,7 +535,7 @@ async def _guarded(names: tuple[str, ...], check: Callable[[], Awaitable[list[Ch
 
 async def diagnose(settings: Settings, *, launchctl: launchd.Launchctl | None = None,
                    platform: str | None = None) -> Report:
-    """Runs every check concurrently. `launchctl` and `platform` are seams for tests (as in `oscbridge.launchd`)."""
+    """Runs every check concurrently. `launchctl` and `platform` are seams for tests (as in `tools.launchd`)."""
     platform = sys.platform if platform is None else platform
 
     async def one(check: Callable[[Settings], Awaitable[Check]]) -> list[Check]:
@@ -564,9 +558,19 @@ async def diagnose(settings: Settings, *, launchctl: launchd.Launchctl | None = 
     return Report([check for group in groups for check in group])
 
 
-def run(settings: Settings, *, as_json: bool = False, out: TextIO | None = None,
-        launchctl: launchd.Launchctl | None = None, platform: str | None = None) -> int:
-    """`oscbridge doctor [--json]`: prints the report and returns the exit code (1 when a check failed)."""
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_settings_flags(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON object (for scripts)")
+
+
+def run(ns: argparse.Namespace) -> int:
+    configure_logging("warning")  # library warnings go to stderr as JSON, never into the report on stdout
+    return report(settings_from(ns), as_json=ns.json)
+
+
+def report(settings: Settings, *, as_json: bool = False, out: TextIO | None = None,
+           launchctl: launchd.Launchctl | None = None, platform: str | None = None) -> int:
+    """Prints the report and returns the exit code (1 when a check failed)."""
     out = sys.stdout if out is None else out
     report = asyncio.run(diagnose(settings, launchctl=launchctl, platform=platform))
     out.write((json.dumps(report.as_dict(), indent=2) if as_json else report.text()) + "\n")
