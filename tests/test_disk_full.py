@@ -424,7 +424,8 @@ async def test_spool_cap_through_the_bridge(tmp_path: Path) -> None:
     await bridge.start()
     try:
         writer = bridge.writer
-        row = DebugRow(str(uuid.uuid4()), *bridge.projects.ids(), "test", None, "log", "w" * 500, None, 0.0)
+        project_id, session_id = bridge.projects.ids()
+        row = DebugRow(str(uuid.uuid4()), project_id, session_id, "test", None, "log", "w" * 500, None, 0.0)
         async with await BridgeClient.connect("127.0.0.1", bridge.port, transport="tcp") as client:
             accepted = 0
             while await log_line(client, "v" * 500) is not None:
