@@ -1,6 +1,8 @@
 """Benchmark of /bridge/context/search on 100,000 messages with 768-d vectors in one project among several.
 
-    .venv/bin/python bench/bench_context_search.py [--target 100000] [--others 4] [--per-other 25000]
+    .venv/bin/python -m bench.bench_context_search [--target 100000] [--others 4] [--per-other 25000]
+
+(from the repository root, after `pip install -e '.[bench]'`)
 
 What it does (numbers only; not a test):
 
@@ -19,9 +21,9 @@ What it does (numbers only; not a test):
    keyword list has both rare and very common terms to deal with.
 4. Runs a bridge in-process (on uvloop, like `oscbridge serve`) whose query embeddings come from a fake Ollama
    (an httpx transport answering /api/embed in Ollama's JSON with the query's vector; the embedding worker talks
-   to the tests' FakeOllama on loopback), and sends the queries over OSC/TCP with limit 10. Reported: end-to-end
-   latency, the same minus the time spent in the query embedding (measured inside the bridge), and the hybrid
-   SQL alone on a direct connection (the "search part").
+   to `oscbridge.tools.fake_ollama` on loopback), and sends the queries over OSC/TCP with limit 10. Reported:
+   end-to-end latency, the same minus the time spent in the query embedding (measured inside the bridge), and the
+   hybrid SQL alone on a direct connection (the "search part").
 5. Recall@10 of the semantic list (HNSW, iterative scan, project filter) against an exact scan of the same
    project (index scans off), for several ef_search values, on the target project and on a 25k project.
 """
@@ -34,8 +36,6 @@ import math
 import os
 import random
 import re
-import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -48,25 +48,18 @@ import asyncpg
 import httpx
 from pgvector.asyncpg import register_vector
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for oscbridge.tools.fake_ollama when run as a script
-
-import oscbridge.tools.fake_ollama
+from bench.common import percentile
 from oscbridge.app import Bridge
 from oscbridge.client import BridgeClient
 from oscbridge.config import Settings
 from oscbridge.embed import OllamaClient
 from oscbridge.logs import configure_logging
-from oscbridge.memory.component import MemoryComponent
 from oscbridge.memory.search import HybridSearch
-from oscbridge.state import project_id_for
+from oscbridge.projects import project_id_for
 from oscbridge.store.db import apply_schema
 from oscbridge.store.embedded import EmbeddedPostgres
-from tests.conftest import free_port
 from oscbridge.tools.fake_ollama import FakeOllama
-
-# Ollama (a Go server) answers without Nagle's delay; the fake's http.server would add ~40 ms of delayed-ACK wait
-# to every query embedding. The embedding is excluded from the search figures anyway, but not from end to end.
-oscbridge.tools.fake_ollama._Handler.disable_nagle_algorithm = True
+from oscbridge.tools.ports import free_port
 
 DIM = 768
 TOPICS = 100
@@ -201,9 +194,23 @@ async def load(url: str, corpus: Corpus, projects: list[tuple[str, int]]) -> dic
 
 def percentiles(samples: list[float]) -> str:
     ordered = sorted(samples)
-    p50 = statistics.median(ordered)
-    p95 = ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+    p50, p95 = percentile(ordered, 0.5), percentile(ordered, 0.95)
     return f"p50 {p50 * 1000:6.2f} ms   p95 {p95 * 1000:6.2f} ms   max {ordered[-1] * 1000:6.2f} ms"
+
+
+class TimedOllama(OllamaClient):
+    """The bridge's query-embedding client, timing each embedding (the part of a search that is Ollama's)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.times: list[float] = []
+
+    async def embed_query(self, text: str) -> list[float]:
+        started = time.perf_counter()
+        try:
+            return await super().embed_query(text)
+        finally:
+            self.times.append(time.perf_counter() - started)
 
 
 async def over_osc(settings: Settings, queries: list[tuple[list[float], str]],
@@ -220,22 +227,11 @@ async def over_osc(settings: Settings, queries: list[tuple[list[float], str]],
 
     bridge = Bridge(settings)
     await bridge.start()
-    (memory,) = [c for c in bridge.components if isinstance(c, MemoryComponent)]
-    worker = memory.worker
+    worker = bridge.parts.memory
     await worker.queries.close()
-    worker.queries = OllamaClient(settings.ollama_url, MODEL, DIM, settings.query_embed_timeout,
-                                  transport=httpx.MockTransport(answer))
-    embed_times: list[float] = []
-    original = worker.queries.embed_query
-
-    async def measured(text: str) -> list[float]:
-        started = time.perf_counter()
-        try:
-            return await original(text)
-        finally:
-            embed_times.append(time.perf_counter() - started)
-
-    worker.queries.embed_query = measured  # type: ignore[method-assign]
+    worker.queries = queries_client = TimedOllama(settings.ollama_url, MODEL, DIM, settings.query_embed_timeout,
+                                                  transport=httpx.MockTransport(answer))
+    embed_times = queries_client.times
     client = await BridgeClient.connect("127.0.0.1", settings.osc_port, transport="tcp")
     try:
         await client.call("/bridge/project/open", target, "")
@@ -340,7 +336,9 @@ async def main() -> None:
         base = Path(tmp)
         base.chmod(0o755)  # the embedded server runs as its own user when we are root
         print(f"embedded PostgreSQL in {base}")
-        embedded = EmbeddedPostgres(base / "data" / "postgres")
+        # Not inside the bridge's data directory: the bridge makes that private (0700), and pg_ctl, running as the
+        # embedded server's user, could no longer reach its cluster to stop it.
+        embedded = EmbeddedPostgres(base / "postgres")
         url = await embedded.start_async()
         try:
             corpus = Corpus(args.seed, args.threads, args.noise_rank)

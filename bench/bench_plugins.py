@@ -1,6 +1,8 @@
 """128 simulated plugins streaming telemetry into a bridge that runs as its own process.
 
-    python bench/bench_plugins.py [--plugins 128] [--seconds 20] [--step-seconds 3] [--senders 3]
+    .venv/bin/python -m bench.bench_plugins [--plugins 128] [--seconds 20] [--step-seconds 3] [--senders 3]
+
+(from the repository root, after `pip install -e '.[bench]'`)
 
 What it measures (issue 3):
 
@@ -13,7 +15,7 @@ What it measures (issue 3):
 * `/bridge/mapping/track` round trips during that load (one request every 10 ms): p50 and p99.
 * The highest rate taken without loss: the same senders step the rate up (`--step-seconds` per step) against the
   bridge and against python-osc's stock AsyncIOOSCUDPServer with a Dispatcher mapping the same addresses
-  (bench_latency's server), in the same run.
+  (`bench.peers`), in the same run.
 
 The load comes from `--senders` processes with pre-encoded datagrams, sent in 2 ms time slices, so the
 generator costs little next to the servers. The machine is shared by generator and server: on 2 cores the
@@ -26,43 +28,21 @@ import argparse
 import multiprocessing
 import os
 import socket
-import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from pathlib import Path
-from typing import Any
 
-import psutil  # type: ignore[import-untyped]
+import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.bench_latency import STOCK_SERVER, cpu_seconds, stock_count
-from bench.common import BridgeProcess, free_port, percentile, print_table
+from bench.common import Peer, Requests, cpu_seconds, peer_count, percentile, print_table
 from oscbridge.osc.codec import decode_packet, encode_message
+from oscbridge.protocol import PORT_CONFIRMED, REQUEST_PORT, RMS, RMS_TAGS, TELEMETRY, TELEMETRY_TAGS
+from oscbridge.tools.bridge_process import BridgeProcess
+from oscbridge.tools.ports import LOOPBACK, free_block
 
-LOOPBACK = "127.0.0.1"
 SLICE = 0.002
-
-
-def free_block(count: int) -> int:
-    """The first of `count` consecutive free UDP ports (the plugin port range of the bridge under test)."""
-    for base in range(20000, 32000 - count, count):
-        socks = []
-        try:
-            for port in range(base, base + count):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(sock)
-                sock.bind((LOOPBACK, port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise RuntimeError("no free block of ports")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -76,12 +56,12 @@ def _negotiate(sender: socket.socket, bridge: tuple[str, int]) -> socket.socket:
     boot = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     boot.bind((LOOPBACK, 0))
     boot.settimeout(10)
-    sender.sendto(encode_message("/aiplayer/request_port", [temp_id, -1, boot.getsockname()[1]], "sii"), bridge)
+    sender.sendto(encode_message(REQUEST_PORT, [temp_id, -1, boot.getsockname()[1]], "sii"), bridge)
     port = int(decode_packet(boot.recv(1024))[0].args[1])
     boot.close()
     receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     receiver.bind((LOOPBACK, port))
-    sender.sendto(encode_message("/aiplayer/port_confirmed", [temp_id, port, "bound"], "sis"), bridge)
+    sender.sendto(encode_message(PORT_CONFIRMED, [temp_id, port, "bound"], "sis"), bridge)
     return receiver
 
 
@@ -96,8 +76,8 @@ def sender_process(bridge_port: int, first: int, count: int, negotiate: bool, co
         if negotiate:
             sockets.append(_negotiate(sender, bridge))
         track = f"TR{number}"
-        telemetry = encode_message("/aiplayer/telemetry", [track, 0.2, -16.0, -53.6, -100.0, -100.0], "sfffff")
-        rms = encode_message("/aiplayer/rms", [track, 0.2], "sf")
+        telemetry = encode_message(TELEMETRY, [track, 0.2, -16.0, -53.6, -100.0, -100.0], TELEMETRY_TAGS)
+        rms = encode_message(RMS, [track, 0.2], RMS_TAGS)
         plugins.append((sender, telemetry, rms))
     conn.send("ready")
     while True:
@@ -181,54 +161,6 @@ class Load:
 # --------------------------------------------------------------------------------------------------------------
 
 
-class Requests:
-    """A blocking request socket: one request in flight, replies matched by request id."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.connect((LOOPBACK, port))
-        self.sock.settimeout(3)
-        self.n = 0
-
-    def _send(self, address: str, args: tuple[object, ...]) -> str:
-        self.n += 1
-        req_id = f"b{self.n}"
-        self.sock.send(encode_message(address, [req_id, *args]))
-        return req_id
-
-    def _reply(self, req_id: str, address: str) -> list[Any]:
-        while True:
-            values = decode_packet(self.sock.recv(65536))[0].args
-            if values[0] == req_id:
-                if values[1] != "ok":
-                    raise RuntimeError(f"{address}: {values}")
-                return values[2:]
-
-    def call(self, address: str, *args: object) -> list[Any]:
-        return self._reply(self._send(address, args), address)
-
-    def rows(self, address: str, *args: object) -> list[list[Any]]:
-        """A list reply: `[index, total, ...row]` per row."""
-        req_id = self._send(address, args)
-        rows: dict[int, list[Any]] = {}
-        while True:
-            index, total, *row = self._reply(req_id, address)
-            if total == 0:
-                return []
-            rows[index] = row
-            if len(rows) == total:
-                return [rows[i] for i in sorted(rows)]
-
-    def stats(self) -> dict[str, int]:
-        return {str(name): int(value) for name, value in self.rows("/bridge/stats")}
-
-    def latency_us(self, request: bytes) -> float:
-        started = time.perf_counter_ns()
-        self.sock.send(request)
-        self.sock.recv(65536)
-        return (time.perf_counter_ns() - started) / 1000.0
-
-
 def wait_identified(requests: Requests, plugins: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -256,14 +188,14 @@ def main() -> int:
     parser.add_argument("--senders", type=int, default=3)
     ns = parser.parse_args()
 
-    pool = free_block(ns.plugins + 8)
+    # One block: the plugin pool (8 spare ports), then the one bootstrap port (the generator never scans).
+    pool = free_block(ns.plugins + 9)
     env = {"OSCBRIDGE_PORT_RANGE_START": str(pool), "OSCBRIDGE_PORT_RANGE_END": str(pool + ns.plugins + 7),
-           "OSCBRIDGE_EPHEMERAL_BASE": str(free_block(1)), "OSCBRIDGE_EPHEMERAL_COUNT": "1",
+           "OSCBRIDGE_EPHEMERAL_BASE": str(pool + ns.plugins + 8), "OSCBRIDGE_EPHEMERAL_COUNT": "1",
            # The generator does not answer probes; pauses between runs must not make its plugins "gone".
            "OSCBRIDGE_PLUGIN_SILENCE": "600"}
     bridge = BridgeProcess(extra_env=env)
-    stock_port = free_port()
-    stock = subprocess.Popen([sys.executable, "-c", STOCK_SERVER, str(stock_port)])
+    stock = Peer("python-osc")
     loads: list[Load] = []
     try:
         requests = Requests(bridge.port)
@@ -310,7 +242,7 @@ def main() -> int:
         ])
 
         # The ramp, against both servers, with the same sender processes (negotiated ones for the bridge).
-        stock_load = Load(stock_port, ns.plugins, ns.senders, negotiate=False)
+        stock_load = Load(stock.port, ns.plugins, ns.senders, negotiate=False)
         loads.append(stock_load)
         rows: list[tuple[str, ...]] = [
             ("per-plugin rate", "offered/s", "oscbridge sent", "lost", "python-osc sent", "lost")]
@@ -319,7 +251,7 @@ def main() -> int:
             cells = [f"{rate:.0f} Hz", f"{2 * rate * ns.plugins:.0f}"]
             counters: tuple[tuple[str, Load, Callable[[], int]], ...] = (
                 ("oscbridge", load, lambda: received_by_bridge(requests)),
-                ("python-osc", stock_load, lambda: stock_count(stock_port)))
+                ("python-osc", stock_load, lambda: peer_count(stock.port)))
             for name, target, count in counters:
                 before = count()
                 target.start(rate, ns.step_seconds)
@@ -336,8 +268,7 @@ def main() -> int:
     finally:
         for load in loads:
             load.close()
-        stock.terminate()
-        stock.wait(5)
+        stock.stop()
         bridge.stop()
     return 0
 

@@ -1,70 +1,49 @@
-"""Helpers shared by the benchmarks: start a bridge as a real process, free ports, percentiles."""
+"""Helpers shared by the benchmarks: the comparison servers as processes, a blocking request socket, percentiles,
+tables, CPU pinning and CPU time.
+
+The benchmarks are modules of the `bench` package, run from the repository root with their extra dependencies
+installed (`pip install -e '.[bench]'`):
+
+    .venv/bin/python -m bench.bench_latency
+
+The bridge under test is `oscbridge.tools.bridge_process.BridgeProcess`; free ports come from
+`oscbridge.tools.ports`, as in the tests.
+"""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+import psutil
+
+from oscbridge.osc.codec import decode_packet, encode_message
+from oscbridge.tools.bridge_process import answers_ping
+from oscbridge.tools.ports import LOOPBACK, free_port
+
+ROOT = Path(__file__).resolve().parent.parent  # where `python -m bench.peers` finds the bench package
 
 
-def free_port() -> int:
-    for _ in range(50):
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        udp.bind(("127.0.0.1", 0))
-        port = int(udp.getsockname()[1])
-        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            tcp.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            continue
-        finally:
-            tcp.close()
-            udp.close()
-    raise RuntimeError("no free port")
+class Peer:
+    """One of `bench.peers`' servers in a process of its own, answering when the constructor returns."""
 
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return sorted_values[index]
-
-
-class BridgeProcess:
-    """`python -m oscbridge serve` on the embedded PostgreSQL in a temporary data directory."""
-
-    def __init__(self, port: int | None = None, extra_env: dict[str, str] | None = None) -> None:
-        self.port = port or free_port()
-        self._tmp = tempfile.TemporaryDirectory(prefix="oscbridge-bench-")
-        env = {**os.environ, **(extra_env or {})}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "oscbridge", "serve", "--osc-port", str(self.port), "--data-dir",
-             str(Path(self._tmp.name) / "data"), "--log-level", "warning"],
-            stderr=subprocess.PIPE, text=True, env=env)
-        self.ready = self._wait_ready()
-
-    def _wait_ready(self, timeout: float = 60) -> dict[str, Any]:
-        stream: IO[str] | None = self.proc.stderr
-        assert stream is not None
-        os.set_blocking(stream.fileno(), True)
+    def __init__(self, name: str, quiet: bool = False, timeout: float = 10.0) -> None:
+        self.name = name
+        self.port = free_port()
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.peers", name, str(self.port)], cwd=ROOT,
+                                     stderr=subprocess.DEVNULL if quiet else None)
         deadline = time.monotonic() + timeout
-        # The ready line is logged at info; with --log-level warning we poll the port instead.
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"bridge exited: {stream.read()}")
-            if _answers(self.port):
-                return {"port": self.port}
-            time.sleep(0.1)
-        raise RuntimeError("bridge did not become ready")
+        while not answers_ping(self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the {name} peer did not start")
+            time.sleep(0.05)  # not bound yet: the ping was refused at once
 
     @property
     def pid(self) -> int:
@@ -72,30 +51,88 @@ class BridgeProcess:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self._tmp.cleanup()
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def __enter__(self) -> Peer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
-def _answers(port: int) -> bool:
-    from oscbridge.osc.codec import encode_message
+def peer_count(port: int) -> int:
+    """How many datagrams the python-osc or liblo peer on `port` has handled (its `/count` request)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        sock.settimeout(3)
+        sock.sendto(encode_message("/count", [sock.getsockname()[1]]), (LOOPBACK, port))
+        return int(decode_packet(sock.recv(1024))[0].args[0])
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.settimeout(0.2)
-    try:
-        sock.sendto(encode_message("/bridge/ping", ["probe"]), ("127.0.0.1", port))
-        sock.recvfrom(65536)
-        return True
-    except OSError:
-        return False
-    finally:
-        sock.close()
+
+class Requests:
+    """A blocking request socket to the bridge: one request in flight, replies matched by request id."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.connect((LOOPBACK, port))
+        self.sock.settimeout(3)
+        self.n = 0
+
+    def _send(self, address: str, args: tuple[object, ...]) -> str:
+        self.n += 1
+        req_id = f"b{self.n}"
+        self.sock.send(encode_message(address, [req_id, *args]))
+        return req_id
+
+    def _reply(self, req_id: str, address: str) -> list[Any]:
+        while True:
+            values = decode_packet(self.sock.recv(65536))[0].args
+            if values[0] == req_id:
+                if values[1] != "ok":
+                    raise RuntimeError(f"{address}: {values}")
+                return values[2:]
+
+    def call(self, address: str, *args: object) -> list[Any]:
+        return self._reply(self._send(address, args), address)
+
+    def rows(self, address: str, *args: object) -> list[list[Any]]:
+        """A list reply: `[index, total, ...row]` per row."""
+        req_id = self._send(address, args)
+        rows: dict[int, list[Any]] = {}
+        while True:
+            index, total, *row = self._reply(req_id, address)
+            if total == 0:
+                return []
+            rows[index] = row
+            if len(rows) == total:
+                return [rows[i] for i in sorted(rows)]
+
+    def stats(self) -> dict[str, int]:
+        """`/bridge/stats` as a dict (the counters of docs/plugin-hub.md)."""
+        return {str(name): int(value) for name, value in self.rows("/bridge/stats")}
+
+    def latency_us(self, request: bytes) -> float:
+        """The round trip of one pre-encoded request, in microseconds."""
+        started = time.perf_counter_ns()
+        self.sock.send(request)
+        self.sock.recv(65536)
+        return (time.perf_counter_ns() - started) / 1000.0
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """The `q` quantile (0..1) of already sorted values, at the nearest index (no interpolation); NaN for none."""
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
 
 
 def print_table(title: str, rows: Sequence[tuple[str, ...]]) -> None:
+    """Prints `rows` in aligned columns under `title`; the first row is the header."""
     print(f"\n{title}")
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for n, row in enumerate(rows):
@@ -104,6 +141,13 @@ def print_table(title: str, rows: Sequence[tuple[str, ...]]) -> None:
             print("  " + "  ".join("-" * w for w in widths))
 
 
-def dump_json(path: str | None, data: dict[str, Any]) -> None:
-    if path:
-        Path(path).write_text(json.dumps(data, indent=2))
+def pin(pid: int, cpu: int) -> None:
+    """Pins a process to one core where the OS allows it (Linux); elsewhere leaves scheduling alone."""
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(pid, {cpu})
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of one process so far (its children not included)."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)

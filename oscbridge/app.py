@@ -153,7 +153,8 @@ class Bridge:
         udp = UdpSocket(udp_sock, recorder.record if recorder is not None else None)
         writer = Writer(db, spool, WRITE_KINDS, clock=clock)
         projects = Projects(loaded, writer.submit, clock)
-        hub = PluginHub(settings, clock, udp.send, projects, writer.submit, _pool_loader(db, writer))
+        hub = PluginHub(settings, clock, udp.send, projects, writer.submit, writer.submit_best_effort,
+                        _pool_loader(db, writer))
         memory = EmbeddingWorker(settings, db, writer)
         apis = [CoreApi(clock, hub.registry, writer, db, memory.up, self._stats), ProjectApi(projects),
                 MappingApi(projects, hub.registry), DebugApi(projects, writer.submit, clock), SpoolApi(writer),

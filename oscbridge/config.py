@@ -35,6 +35,7 @@ from types import NoneType, UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from oscbridge.osc.slip import MAX_FRAME
+from oscbridge.protocol import EPHEMERAL_BASE, EPHEMERAL_COUNT, EPHEMERAL_STEP
 
 ENV_PREFIX = "OSCBRIDGE_"
 
@@ -132,9 +133,9 @@ class Settings:
     assign_retry_interval: float = 1.0
     assign_retries: int = 3
     # The bootstrap ports of plugins (re-adoption of plugins stuck waiting for a port_assignment).
-    ephemeral_base: int = 50000
-    ephemeral_step: int = 100
-    ephemeral_count: int = 100
+    ephemeral_base: int = EPHEMERAL_BASE
+    ephemeral_step: int = EPHEMERAL_STEP
+    ephemeral_count: int = EPHEMERAL_COUNT
     # Fan-out: a subscription lapses without renewal after this long, or after this many send errors since it
     # last subscribed.
     subscription_ttl: float = 3600.0

@@ -4,7 +4,6 @@ loopback ports, and a bridge running in-process on real sockets with a client ta
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import uuid
 import warnings
@@ -21,26 +20,9 @@ from oscbridge.client import BridgeClient
 from oscbridge.config import Settings
 from oscbridge.logs import configure_logging
 from oscbridge.tools.fake_ollama import FakeOllama
+from oscbridge.tools.ports import free_port as free_port  # the tests import it from here
 
 configure_logging("warning")
-
-
-def free_port() -> int:
-    """A port that is free for both UDP and TCP on 127.0.0.1 right now."""
-    for _ in range(50):
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        udp.bind(("127.0.0.1", 0))
-        port = udp.getsockname()[1]
-        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            tcp.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        finally:
-            tcp.close()
-            udp.close()
-        return int(port)
-    raise RuntimeError("no free port")
 
 
 class EmbeddedServer:

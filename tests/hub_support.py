@@ -4,7 +4,6 @@ subscriber socket. Timings are small so that liveness, expiry and retries happen
 from __future__ import annotations
 
 import asyncio
-import random
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +13,8 @@ from typing import Any
 from oscbridge.client import BridgeClient
 from oscbridge.config import Settings
 from oscbridge.osc.codec import Message, decode_packet
+from oscbridge.tools.ports import free_block as free_block  # the tests import these from here
+from oscbridge.tools.ports import port_free as port_free
 from oscbridge.tools.sim.plugin import SimConfig, build_message
 from tests.conftest import make_settings
 from tests.conftest import running as running  # re-exported for the hub tests
@@ -29,24 +30,6 @@ FAST = {
     "assign_retry_interval": 0.25,
     "assign_retries": 3,
 }
-
-
-def port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_block(count: int, low: int = 20000, high: int = 32000) -> int:
-    """The first port of `count` consecutive UDP ports that are free now (below Linux's ephemeral range)."""
-    for _ in range(200):
-        base = random.randrange(low, high - count)
-        if all(port_free(p) for p in range(base, base + count)):
-            return base
-    raise RuntimeError("no free block of ports")
 
 
 def hub_settings(tmp_path: Path, database_url: str | None, plugins: int = 40, **overrides: Any) -> Settings:

@@ -111,3 +111,26 @@ def test_port_held_by_another_program(tmp_path: Path, env: dict[str, str]) -> No
         assert out.returncode == 3 and "already in use" in out.stderr
     finally:
         holder.close()
+
+
+LOADED_TOOLS = ("import atexit, sys; atexit.register(lambda: print('TOOLS', sorted(m for m in sys.modules "
+                "if m.startswith('oscbridge.tools')), file=sys.stderr, flush=True)); "
+                "from oscbridge.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+def test_serve_loads_none_of_the_tools(tmp_path: Path, env: dict[str, str], database_url: str) -> None:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", LOADED_TOOLS, "serve", "--osc-port", str(port), "--data-dir",
+                             str(tmp_path / "data"), "--database-url", database_url], stderr=subprocess.PIPE,
+                            text=True, env=env)
+    daemon = Daemon.__new__(Daemon)
+    daemon.proc, daemon.events = proc, []
+    try:
+        daemon.wait_for("ready")
+        assert run_cli("call", "--osc-port", str(port), "/bridge/ping", env=env).returncode == 0
+        assert daemon.stop() == 0
+        assert proc.stderr is not None
+        assert "TOOLS []" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()

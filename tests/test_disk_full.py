@@ -431,7 +431,7 @@ async def test_spool_cap_through_the_bridge(tmp_path: Path) -> None:
             while await log_line(client, "v" * 500) is not None:
                 accepted += 1
             assert accepted > 50
-            assert writer.submit(row, best_effort=True) is None
+            assert writer.submit_best_effort(row) is None
             status = await client.call("/bridge/status")
             assert status[4] == 0 and 63 * 1024 < status[7] <= 64 * 1024 and status[9] == 1
     finally:

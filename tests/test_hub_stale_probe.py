@@ -25,8 +25,7 @@ from oscbridge.cli import build_parser
 from oscbridge.client import BridgeClient
 from oscbridge.config import Settings
 from oscbridge.plugins.hub import PluginHub
-from oscbridge.tools.sim.cli import config_from_args
-from oscbridge.tools.sim.plugin import (
+from oscbridge.protocol import (
     PORT_ASSIGNMENT,
     PORT_CONFIRMED,
     QUERY_RMS,
@@ -34,6 +33,9 @@ from oscbridge.tools.sim.plugin import (
     RMS_RESPONSE,
     TELEMETRY,
     TRACK_UUID_ASSIGNMENT,
+)
+from oscbridge.tools.sim.cli import config_from_args
+from oscbridge.tools.sim.plugin import (
     SimConfig,
     SimulatedPlugin,
     build_message,

@@ -300,7 +300,7 @@ def test_data_dir_setting_becomes_the_working_directory(tmp_path: Path) -> None:
 
 def test_print_plist_is_what_install_writes(tmp_path: Path) -> None:
     environ = {"OSCBRIDGE_OSC_PORT": "9001"}
-    text = launchd.print_plist(**plan_kwargs(tmp_path, environ=environ))
+    text = launchd.plan_agent(**plan_kwargs(tmp_path, environ=environ)).plist.decode()
     launchd.install(RecordingLaunchctl({"print": [NOT_FOUND]}), uid=UID, **plan_kwargs(tmp_path, environ=environ))
     assert (tmp_path / "Library" / "LaunchAgents" / f"{LABEL}.plist").read_text() == text
 

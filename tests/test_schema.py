@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import random
 import uuid
 from collections.abc import AsyncIterator
@@ -282,9 +283,11 @@ async def test_conversation_context_follows_the_configured_dimension(conn: async
         ids.append(await conn.fetchval(insert, pid, sid, f"m{i}", vec, float(100 - i)))
     query = [0.0] * 384
     query[3] = 1.0  # the same direction as m3, which is too old to be among the 10 recent ones
+    for i in (0, 1, 2, 4, 5, 6):  # and the next nearest are old ones too (no tie with a recent one to break)
+        query[i] = 0.1
     rows = await conn.fetch("SELECT * FROM get_conversation_context($1, $2, 12)", pid, query)
     by_id = {r["message_id"]: r for r in rows}
-    assert by_id[ids[3]]["similarity"] == pytest.approx(1.0) and not by_id[ids[3]]["is_recent"]
+    assert by_id[ids[3]]["similarity"] == pytest.approx(1 / math.sqrt(1.06)) and not by_id[ids[3]]["is_recent"]
     assert len(rows) == 12
     with pytest.raises(asyncpg.DataError, match="different vector dimensions"):
         await conn.fetch("SELECT * FROM get_conversation_context($1, $2)", pid, [0.0] * 768)

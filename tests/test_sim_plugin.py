@@ -26,8 +26,7 @@ from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
 from pythonosc.osc_message import OscMessage
 
 from oscbridge.cli import main
-from oscbridge.tools.sim import PluginFleet, SimConfig, SimulatedPlugin, build_message
-from oscbridge.tools.sim.plugin import (
+from oscbridge.protocol import (
     CHAT_REQUEST,
     CHAT_RESPONSE,
     PORT_ASSIGNMENT,
@@ -44,6 +43,9 @@ from oscbridge.tools.sim.plugin import (
     TONE_STOPPED,
     TRACK_UUID_ASSIGNMENT,
     UUID_CONFIRMED,
+)
+from oscbridge.tools.sim import PluginFleet, SimConfig, SimulatedPlugin, build_message
+from oscbridge.tools.sim.plugin import (
     parse_like_juce,
 )
 

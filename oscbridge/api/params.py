@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from oscbridge.typedefs import PLUGIN_ID_MAX, PLUGIN_ID_PREFIX, bad_request
 
 _NO_DEFAULT = object()
+N = TypeVar("N", int, float)
 
 
 def _type_name(value: Any) -> str:
@@ -65,6 +66,14 @@ class Str(Param):
         return value
 
 
+def _in_range(name: str, number: N, low: N | None, high: N | None) -> N:
+    if low is not None and number < low:
+        raise bad_request(f"{name} must be at least {low}, got {number}")
+    if high is not None and number > high:
+        raise bad_request(f"{name} must be at most {high}, got {number}")
+    return number
+
+
 @dataclass(frozen=True)
 class Int(Param):
     min: int | None = None
@@ -77,12 +86,7 @@ class Int(Param):
             if not math.isfinite(value) or value != int(value):
                 raise bad_request(f"{self.name} must be a whole number, got {value!r}")
             value = int(value)
-        number = int(value)
-        if self.min is not None and number < self.min:
-            raise bad_request(f"{self.name} must be at least {self.min}, got {number}")
-        if self.max is not None and number > self.max:
-            raise bad_request(f"{self.name} must be at most {self.max}, got {number}")
-        return number
+        return _in_range(self.name, int(value), self.min, self.max)
 
 
 @dataclass(frozen=True)
@@ -96,11 +100,7 @@ class Float(Param):
         number = float(value)
         if not math.isfinite(number):
             raise bad_request(f"{self.name} must be a finite number")
-        if self.min is not None and number < self.min:
-            raise bad_request(f"{self.name} must be at least {self.min}, got {number}")
-        if self.max is not None and number > self.max:
-            raise bad_request(f"{self.name} must be at most {self.max}, got {number}")
-        return number
+        return _in_range(self.name, number, self.min, self.max)
 
 
 @dataclass(frozen=True)

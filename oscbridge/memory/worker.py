@@ -39,7 +39,6 @@ from oscbridge.embed import (
     OllamaClient,
     OllamaError,
     OllamaModelMissing,
-    OllamaUnavailable,
 )
 from oscbridge.logs import get_logger
 from oscbridge.memory.dimension import ensure_dimension
@@ -79,7 +78,7 @@ def classify(exc: OllamaError) -> Status | Literal["refused"]:
     """What an Ollama error means for the worker: an outage, a block a human must lift, or a refused batch."""
     if isinstance(exc, DimensionMismatch | OllamaModelMissing):
         return "blocked"
-    if isinstance(exc, OllamaUnavailable) and (exc.status is None or exc.status in OUTAGE_STATUSES):
+    if exc.retryable and (exc.status is None or exc.status in OUTAGE_STATUSES):
         return "down"
     return "refused"
 

@@ -205,6 +205,17 @@ class TcpPeer(asyncio.Protocol):
                 self._transport.close()
 
 
+def _bind(sock: socket.socket, host: str, port: int, in_use: str) -> None:
+    """Binds `sock`, or closes it and raises PortInUse (with `in_use` as the message) or the OSError."""
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(exc.errno, in_use) from exc
+        raise
+
+
 def bind_udp(host: str, port: int, rcvbuf: int) -> socket.socket:
     """Binds the UDP socket with a large receive buffer (bursts of telemetry must not overflow it)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -212,17 +223,8 @@ def bind_udp(host: str, port: int, rcvbuf: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     except OSError:
         log.warning("udp_rcvbuf_refused", requested=rcvbuf)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise PortInUse(
-                exc.errno,
-                f"UDP port {port} on {host} is already in use: another oscbridge (or the Chatty Channels app) "
-                f"is running. Stop it first, or choose another port with --osc-port.",
-            ) from exc
-        raise
+    _bind(sock, host, port, f"UDP port {port} on {host} is already in use: another oscbridge (or the Chatty "
+                            f"Channels app) is running. Stop it first, or choose another port with --osc-port.")
     sock.setblocking(False)
     return sock
 
@@ -232,15 +234,7 @@ def bind_tcp(host: str, port: int) -> socket.socket:
     # list reply of many small messages would otherwise wait ~40 ms for delayed ACKs.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise PortInUse(
-                exc.errno, f"TCP port {port} on {host} is already in use: another oscbridge is running."
-            ) from exc
-        raise
+    _bind(sock, host, port, f"TCP port {port} on {host} is already in use: another oscbridge is running.")
     sock.listen(128)
     sock.setblocking(False)
     return sock

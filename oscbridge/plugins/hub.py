@@ -37,7 +37,6 @@ from oscbridge.plugins.fanout import Fanout
 from oscbridge.plugins.instances import Instances
 from oscbridge.plugins.levels import Levels, TrackLevel
 from oscbridge.plugins.liveness import Liveness
-from oscbridge.plugins.ops import HUB_OPS
 from oscbridge.plugins.outbound import Outbound
 from oscbridge.plugins.pool import PortPool, port_is_bindable
 from oscbridge.plugins.probes import Probes, Query
@@ -59,8 +58,7 @@ from oscbridge.protocol import (
     TONE_STOPPED,
     UUID_CONFIRMED,
 )
-from oscbridge.store.writer import OpKind
-from oscbridge.store.writes import Submit
+from oscbridge.store.writes import Submit, WriteOp
 from oscbridge.typedefs import INSTANCE_ID_MAX, PLUGIN_ID_MAX, PLUGIN_ID_PREFIX, Addr, PluginState
 
 log = get_logger("oscbridge.plugins.hub")
@@ -74,7 +72,10 @@ subscribers; one that starts with '#' was a bundle)."""
 
 class PluginHub:
     def __init__(self, settings: Settings, clock: Clock, send: Callable[[bytes, Addr], None], projects: Projects,
-                 submit: Submit, load_stored: Callable[[], Awaitable[StoredPool | None]]) -> None:
+                 submit: Submit, submit_best_effort: Callable[[WriteOp], int | None],
+                 load_stored: Callable[[], Awaitable[StoredPool | None]]) -> None:
+        """`send` sends a datagram from the bridge's socket; `submit` queues a write (instance and quarantine rows),
+        `submit_best_effort` one that may be dropped (debug rows of the traffic)."""
         self.settings = settings
         self._clock = clock
         plugin_host = "127.0.0.1" if settings.host in ("", "0.0.0.0") else settings.host
@@ -85,7 +86,7 @@ class PluginHub:
         self.pool = PortPool(settings.port_range_start, settings.port_range_end, partial(port_is_bindable, plugin_host))
         self.levels = Levels()
         self.fanout = Fanout(settings.subscription_ttl, settings.subscriber_max_errors)
-        self.traffic = Traffic(projects.ids, submit, settings.debug_rows_per_second,
+        self.traffic = Traffic(projects.ids, submit_best_effort, settings.debug_rows_per_second,
                                settings.rejected_rows_per_second, clock)
         self.outbound = Outbound(send, self.traffic, self.local, plugin_host)
         self.probes = Probes(self.outbound, clock)
@@ -107,9 +108,6 @@ class PluginHub:
         self._warn_rejected = RateLimitedWarning(log, "plugin_message_rejected")
 
     # -- the component's face -------------------------------------------------------------------------------------
-
-    def op_kinds(self) -> tuple[OpKind[Any], ...]:
-        return HUB_OPS
 
     def plugin_handlers(self) -> dict[str, PluginHandler]:
         return {

@@ -16,7 +16,7 @@ from typing import Any
 from oscbridge.clock import Clock
 from oscbridge.osc.codec import Message, typed_args
 from oscbridge.ratelimit import TokenBucket
-from oscbridge.store.writes import DebugRow
+from oscbridge.store.writes import DebugRow, WriteOp
 from oscbridge.typedefs import Addr
 
 MAX_CONTENT = 1000
@@ -37,7 +37,7 @@ class Traffic:
     """Builds and submits the rows. Two token buckets: all rows, and rows of refused datagrams, which a flood of
     hostile traffic makes (each row costs ~70 µs of the receive path: a payload, a spool line)."""
 
-    def __init__(self, ids: Callable[[], tuple[str, str]], submit: Callable[..., object], per_second: int,
+    def __init__(self, ids: Callable[[], tuple[str, str]], submit: Callable[[WriteOp], int | None], per_second: int,
                  rejected_per_second: int, clock: Clock) -> None:
         self._ids = ids  # the current project and session
         self._submit_op = submit
@@ -72,8 +72,7 @@ class Traffic:
         self.rows += 1
         project_id, session_id = self._ids()
         self._submit_op(DebugRow(str(uuid.uuid4()), project_id, session_id, sender[:100], receiver, kind, content,
-                                 json.dumps(payload, ensure_ascii=False), self._clock.time(), severity),
-                        best_effort=True)
+                                 json.dumps(payload, ensure_ascii=False), self._clock.time(), severity))
 
     def stats(self) -> dict[str, int]:
         return {"hub.debug_rows": self.rows, "hub.debug_rows_suppressed": self.suppressed}

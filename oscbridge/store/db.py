@@ -115,7 +115,6 @@ class Database:
         self._max = max_size
         self.pool: asyncpg.Pool | None = None
         self.up = False
-        self.schema_version: int | None = None
         self._lock = asyncio.Lock()
 
     async def connect(self, timeout: float = 10.0) -> None:
@@ -127,7 +126,7 @@ class Database:
                 return
             conn = await asyncpg.connect(self.url, timeout=timeout)
             try:
-                self.schema_version = await apply_schema(conn)
+                await apply_schema(conn)
             finally:
                 await conn.close()
             self.pool = await asyncpg.create_pool(

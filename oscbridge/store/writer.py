@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, Literal, TypeVar, overload
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 
@@ -58,10 +58,6 @@ class Entry:
     problem: str = ""
 
 
-def now_ts() -> float:
-    return time.time()
-
-
 def ts_to_dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
@@ -89,29 +85,27 @@ class Writer:
 
     # -- producer side (receive path) -------------------------------------------------------------------------
 
-    @overload
-    def submit(self, op: WriteOp) -> int: ...
-
-    @overload
-    def submit(self, op: WriteOp, *, best_effort: Literal[False]) -> int: ...
-
-    @overload
-    def submit(self, op: WriteOp, *, best_effort: bool) -> int | None: ...
-
-    def submit(self, op: WriteOp, *, best_effort: bool = False) -> int | None:
+    def submit(self, op: WriteOp) -> int:
         """Makes the write durable locally and schedules it; returns its sequence number. Raises SpoolError
-        (nothing stored; the client is told `unavailable`).
+        (nothing stored; the client is told `unavailable`)."""
+        seq = self.spool.append(self._entry(op))
+        assert seq is not None  # only a best-effort append returns None
+        self.wake()
+        return seq
 
-        A `best_effort` write (a debug row of plugin traffic) never raises: when the spool is crowded (three
-        quarters of its cap, or the disk nearly full) or cannot be written, it is dropped, counted in
-        `spool.dropped`, and None is returned.
-        """
-        if op.KIND not in self.kinds:
-            raise KeyError(f"no applier for {op.KIND} writes")
-        seq = self.spool.append(encode(op), best_effort=best_effort)
+    def submit_best_effort(self, op: WriteOp) -> int | None:
+        """Like `submit`, for writes that may be lost (a debug row of plugin traffic): never raises; when the spool
+        is crowded (three quarters of its cap, or the disk nearly full) or cannot be written, the write is dropped,
+        counted in `spool.dropped`, and None is returned."""
+        seq = self.spool.append(self._entry(op), best_effort=True)
         if seq is not None:
             self.wake()
         return seq
+
+    def _entry(self, op: WriteOp) -> dict[str, Any]:
+        if op.KIND not in self.kinds:
+            raise KeyError(f"no applier for {op.KIND} writes")
+        return encode(op)
 
     def stats(self) -> dict[str, int]:
         return {"writer.batches": self.batches, "writer.rejected": self.rejected, "writer.queued": self.queued,

@@ -155,8 +155,8 @@ WRITE_TYPES: dict[str, type[WriteOp]] = {cls.KIND: cls for cls in (
     MessageSave, ConversationRow, SnapshotCreate)}
 
 
-Submit = Callable[[WriteOp], object]
-"""What domain code is given to queue a write: `Writer.submit` (raises SpoolError when it cannot)."""
+Submit = Callable[[WriteOp], int]
+"""What domain code is given to queue a write: `Writer.submit` (raises SpoolError when it cannot keep it)."""
 
 
 class UnreadableWrite(ValueError):

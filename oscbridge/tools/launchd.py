@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, TextIO, get_args
 
+from oscbridge import config
 from oscbridge.redact import strip_password
 
 LABEL = "com.chattychannels.oscbridge"
@@ -109,12 +110,12 @@ def plist_path(home: Path, label: str = LABEL) -> Path:
 
 def default_log_dir(home: Path) -> Path:
     """The macOS place for a user's application logs; Console.app shows it under 'Log Reports'."""
-    return home / "Library" / "Logs" / "oscbridge"
+    return config.default_log_dir({"HOME": str(home)}, "darwin")
 
 
 def default_working_dir(home: Path) -> Path:
     """The daemon's default data directory on macOS (BRIDGE-API.md); also its working directory."""
-    return home / "Library" / "Application Support" / "oscbridge"
+    return config.default_data_dir({"HOME": str(home)}, "darwin")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -307,27 +308,6 @@ def _pgpass_advice(home: Path, environ: Mapping[str, str]) -> list[str]:
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         return [f"{passfile} is readable by others, so asyncpg will ignore it: run 'chmod 600 {passfile}'."]
     return []
-
-
-def print_plist(
-    *,
-    home: Path | None = None,
-    python: str | None = None,
-    serve_args: Sequence[str] = (),
-    environ: Mapping[str, str] | None = None,
-    label: str = LABEL,
-    process_type: ProcessType = DEFAULT_PROCESS_TYPE,
-) -> str:
-    """The exact plist text that `install` with the same arguments would write."""
-    plan = plan_agent(
-        home=home,
-        python=python,
-        serve_args=serve_args,
-        environ=environ,
-        label=label,
-        process_type=process_type,
-    )
-    return plan.plist.decode("utf-8")
 
 
 # ------------------------------------------------------------------------------------------------------------

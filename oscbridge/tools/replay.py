@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from oscbridge.protocol import PLUGIN_SENDS
 from oscbridge.tools.recording import (
     Endpoint,
     ReadStats,
@@ -35,19 +36,7 @@ _YIELD_EVERY: Final = 64  # at speed 0, let the loop breathe this often so recei
 _SEND_RETRY_DELAY: Final = 0.001
 
 # What plugins send to the bridge; used to find the bridge port of a recording that never used 8999.
-PLUGIN_TO_BRIDGE_ADDRESSES: Final = frozenset(
-    {
-        "/aiplayer/request_port",
-        "/aiplayer/port_confirmed",
-        "/aiplayer/uuid_assignment_confirmed",
-        "/aiplayer/telemetry",
-        "/aiplayer/rms",
-        "/aiplayer/rms_response",
-        "/aiplayer/tone_started",
-        "/aiplayer/tone_stopped",
-        "/aiplayer/chat/request",
-    }
-)
+PLUGIN_TO_BRIDGE_ADDRESSES: Final = frozenset(PLUGIN_SENDS)
 
 
 @dataclass(slots=True)

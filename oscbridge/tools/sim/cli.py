@@ -16,6 +16,7 @@ import sys
 from typing import TextIO
 
 from oscbridge.logs import configure_logging
+from oscbridge.protocol import EPHEMERAL_BASE, EPHEMERAL_COUNT, EPHEMERAL_STEP
 from oscbridge.tools.recording import parse_host_port
 from oscbridge.tools.sim.plugin import MESSAGE_DELAY, SILENCE_RMS, PluginFleet, SimConfig, SimulatedPlugin
 
@@ -26,9 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bridge", default="127.0.0.1:8999", help="where plugins send (default 127.0.0.1:8999)")
     parser.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
     parser.add_argument("--interval", type=float, default=0.02, help="seconds between instance starts")
-    parser.add_argument("--ephemeral-base", type=int, default=50000, help="first bootstrap port (50000)")
-    parser.add_argument("--ephemeral-step", type=int, default=100, help="step between bootstrap ports (100)")
-    parser.add_argument("--ephemeral-count", type=int, default=100, help="bootstrap ports to try (100)")
+    parser.add_argument("--ephemeral-base", type=int, default=EPHEMERAL_BASE,
+                        help=f"first bootstrap port ({EPHEMERAL_BASE})")
+    parser.add_argument("--ephemeral-step", type=int, default=EPHEMERAL_STEP,
+                        help=f"step between bootstrap ports ({EPHEMERAL_STEP})")
+    parser.add_argument("--ephemeral-count", type=int, default=EPHEMERAL_COUNT,
+                        help=f"bootstrap ports to try ({EPHEMERAL_COUNT})")
     parser.add_argument("--unmuted", action="store_true", help="start with strips unmuted (levels are live)")
     parser.add_argument("--signal-rms", type=float, default=SILENCE_RMS, help="linear RMS of the input signal")
     parser.add_argument("--message-thread", action="store_true",

@@ -38,27 +38,30 @@ from pythonosc.osc_message import OscMessage, ParseError
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 from oscbridge.logs import get_logger
+from oscbridge.protocol import (  # the addresses of the plugin's Constants.h
+    CHAT_REQUEST,
+    CHAT_RESPONSE,
+    EPHEMERAL_BASE,
+    EPHEMERAL_COUNT,
+    EPHEMERAL_STEP,
+    PORT_ASSIGNMENT,
+    PORT_CONFIRMED,
+    QUERY_RMS,
+    REQUEST_PORT,
+    RMS,
+    RMS_RESPONSE,
+    SET_PARAMETER,
+    START_TONE,
+    STOP_TONE,
+    TELEMETRY,
+    TONE_STARTED,
+    TONE_STATUS,
+    TONE_STOPPED,
+    TRACK_UUID_ASSIGNMENT,
+    UUID_CONFIRMED,
+)
 
 log = get_logger(__name__)
-
-# Addresses, as in the plugin's Constants.h
-REQUEST_PORT: Final = "/aiplayer/request_port"
-PORT_ASSIGNMENT: Final = "/aiplayer/port_assignment"
-PORT_CONFIRMED: Final = "/aiplayer/port_confirmed"
-TRACK_UUID_ASSIGNMENT: Final = "/aiplayer/track_uuid_assignment"
-UUID_CONFIRMED: Final = "/aiplayer/uuid_assignment_confirmed"
-TELEMETRY: Final = "/aiplayer/telemetry"
-RMS: Final = "/aiplayer/rms"
-QUERY_RMS: Final = "/aiplayer/query_rms"
-RMS_RESPONSE: Final = "/aiplayer/rms_response"
-START_TONE: Final = "/aiplayer/start_tone"
-STOP_TONE: Final = "/aiplayer/stop_tone"
-TONE_STATUS: Final = "/aiplayer/tone_status"
-TONE_STARTED: Final = "/aiplayer/tone_started"
-TONE_STOPPED: Final = "/aiplayer/tone_stopped"
-SET_PARAMETER: Final = "/aiplayer/set_parameter"
-CHAT_REQUEST: Final = "/aiplayer/chat/request"
-CHAT_RESPONSE: Final = "/aiplayer/chat/response"
 
 SILENCE_RMS: Final = 1e-5  # sqrt(0 + 1e-10): what AudioMetrics reports for digital silence
 BAND_FLOOR_DB: Final = -100.0
@@ -86,9 +89,9 @@ class SimConfig:
     bridge_host: str = "127.0.0.1"
     bridge_port: int = 8999
     listen_host: str = "127.0.0.1"  # the real receiver binds all interfaces; loopback keeps tests private
-    ephemeral_base: int = 50000
-    ephemeral_step: int = 100
-    ephemeral_count: int = 100
+    ephemeral_base: int = EPHEMERAL_BASE
+    ephemeral_step: int = EPHEMERAL_STEP
+    ephemeral_count: int = EPHEMERAL_COUNT
     telemetry_interval: float = 0.041  # JUCE startTimerHz(24)
     rebind_delay: float = 0.05  # OSCManager::bindReceiver sleeps this long after closing the old receiver
     start_muted: bool = True  # calibration mutes every track before the tone starts
