@@ -56,8 +56,8 @@ from oscbridge.embed import OllamaClient
 from oscbridge.logs import configure_logging
 from oscbridge.memory.search import HybridSearch
 from oscbridge.projects import project_id_for
-from oscbridge.store.db import apply_schema
 from oscbridge.store.embedded import EmbeddedPostgres
+from oscbridge.store.schema import apply_schema
 from oscbridge.tools.fake_ollama import FakeOllama
 from oscbridge.tools.ports import free_port
 

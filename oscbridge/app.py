@@ -26,6 +26,7 @@ from oscbridge.api.memory import MemoryApi
 from oscbridge.api.plugins import PluginsApi
 from oscbridge.api.project import ProjectApi
 from oscbridge.api.spool import SpoolApi
+from oscbridge.api.storage import StorageApi
 from oscbridge.backoff import Backoff
 from oscbridge.clock import SYSTEM_CLOCK, Clock
 from oscbridge.config import Settings
@@ -41,9 +42,11 @@ from oscbridge.private import DIR_MODE, TRAVERSABLE_DIR_MODE, private_dir
 from oscbridge.projects import LoadedProjects, Projects, load_projects
 from oscbridge.redact import redact_url
 from oscbridge.router import Router
+from oscbridge.store.backup import BackupSchedule
 from oscbridge.store.core_ops import CORE_OPS
 from oscbridge.store.db import CONNECTION_ERRORS, Database, fetch_info
 from oscbridge.store.embedded import EmbeddedPostgres
+from oscbridge.store.retention import Retention
 from oscbridge.store.spool import Spool, SpoolError
 from oscbridge.store.writer import Writer
 
@@ -80,6 +83,7 @@ class Parts:
     router: Router
     udp: UdpSocket
     tcp: TcpServer
+    retention: Retention
     embedded: EmbeddedPostgres | None
     recorder: Recorder | None
 
@@ -158,19 +162,26 @@ class Bridge:
         memory = EmbeddingWorker(settings, db, writer)
         apis = [CoreApi(clock, hub.registry, writer, db, memory.up, self._stats), ProjectApi(projects),
                 MappingApi(projects, hub.registry), DebugApi(projects, writer.submit, clock), SpoolApi(writer),
-                PluginsApi(hub, clock),
+                PluginsApi(hub, clock), StorageApi(db),
                 MemoryApi(projects, writer, db, memory, HybridSearch(settings.hnsw_ef_search), clock)]
         router = Router(collect(*apis), hub.plugin_handlers(), udp)
         tcp = TcpServer(router.on_tcp, _tcp_limits(settings))
-        self._parts = Parts(spool, db, writer, projects, hub, memory, router, udp, tcp, self._embedded, recorder)
+        retention = Retention(db, settings.debug_retention_days, settings.retention_interval, clock)
+        self._parts = Parts(spool, db, writer, projects, hub, memory, router, udp, tcp, retention, self._embedded,
+                            recorder)
 
         writer.start()
         await udp.start(router.on_udp)
         await tcp.start(tcp_sock)
         await hub.start()
         memory.start()
+        retention.start()
         if not db.up:
             self._background.append(asyncio.get_running_loop().create_task(self._reconnect(db, writer)))
+        if settings.backup_every > 0:  # docs/backup.md; pg_dump runs as a subprocess, off the receive path
+            backups = BackupSchedule(db.url, settings.spool_dir, settings.backups_dir, settings.backup_every,
+                                     settings.backup_keep, db_kind, clock)
+            self._background.append(asyncio.get_running_loop().create_task(backups.run(), name="oscbridge-backups"))
         # Everything allocated so far (modules, schema text, pools) lives as long as the daemon: moving it out of
         # the collector's reach keeps full collections, which run on the receive path, short.
         gc.freeze()
@@ -180,7 +191,7 @@ class Bridge:
         """`/bridge/stats`: every part's own counters."""
         parts = self.parts
         values: dict[str, int] = {}
-        for part in (parts.router, parts.udp, parts.tcp, parts.hub, parts.writer, parts.memory):
+        for part in (parts.router, parts.udp, parts.tcp, parts.hub, parts.writer, parts.memory, parts.retention):
             values.update(part.stats())
         return values
 
@@ -234,7 +245,8 @@ class Bridge:
         flush_until = started + self.settings.drain_timeout - WRITER_CANCEL_GRACE - CLOSE_TIMEOUT
         parts.udp.close()
         await parts.tcp.close()
-        for name, stop in (("memory", parts.memory.stop), ("plugin hub", parts.hub.stop)):
+        for name, stop in (("retention", parts.retention.stop), ("memory", parts.memory.stop),
+                           ("plugin hub", parts.hub.stop)):
             try:
                 await asyncio.wait_for(stop(), COMPONENT_STOP_TIMEOUT)
             except Exception as exc:

@@ -18,7 +18,7 @@ from oscbridge.config import ConfigError, Settings
 from oscbridge.flags import add_settings_flags, settings_from
 from oscbridge.logs import configure_logging, get_logger
 from oscbridge.osc.transport import PortInUse
-from oscbridge.store.db import SchemaError
+from oscbridge.store.schema import SchemaError
 from oscbridge.store.spool import SpoolError, SpoolLocked
 from oscbridge.watchdog import Watchdog, exit_stalled
 
@@ -126,9 +126,14 @@ TOOLS: dict[str, Tool] = {
     "simulate": Tool("oscbridge.tools.sim.cli", "run simulated AIplayer plugins against a bridge"),
     "launchd": Tool("oscbridge.tools.launchd", "manage the LaunchAgent (macOS): install, uninstall, status, print"),
     "migrate-sqlite": Tool("oscbridge.tools.migrate_sqlite", "import the legacy track_mappings.db into a project"),
+    "export": Tool("oscbridge.tools.export", "write a project's conversation, snapshots and track history as JSON "
+                   "Lines and Markdown"),
     "doctor": Tool("oscbridge.tools.doctor", "check the database, pgvector, schema, Ollama, the OSC port, disk, "
                    "spool, file permissions and launchd"),
     "db": Tool("oscbridge.tools.db", "database helpers: `db url`"),
+    "backup": Tool("oscbridge.tools.backup", "write a backup of the database and the spool to one file, while the "
+                   "bridge runs or not"),
+    "restore": Tool("oscbridge.tools.restore", "restore a backup into an empty data dir or a named database"),
     "spool": Tool("oscbridge.tools.spool", "the spool of writes waiting for the database: `spool retry-rejected`"),
 }
 

