@@ -25,13 +25,14 @@ highest rate is a property of the whole machine, which the table says.
 from __future__ import annotations
 
 import argparse
+import itertools
 import multiprocessing
 import os
 import socket
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 
 import psutil
@@ -65,20 +66,29 @@ def _negotiate(sender: socket.socket, bridge: tuple[str, int]) -> socket.socket:
     return receiver
 
 
-def sender_process(bridge_port: int, first: int, count: int, negotiate: bool, conn: Connection) -> None:
+def plugin_datagrams(track: str, variants: int) -> list[tuple[bytes, bytes]]:
+    """A plugin's telemetry and rms pairs, pre-encoded: one steady level, or `variants` levels 0.5 dB apart that
+    it cycles through tick by tick (the web page sends a level only when it changed, as it does with music)."""
+    pairs = []
+    for k in range(variants):
+        rms, step = 0.2 * 10 ** (-0.5 * k / 20), 0.5 * k
+        pairs.append((encode_message(TELEMETRY, [track, rms, -16.0 - step, -53.6 - step, -100.0, -100.0],
+                                     TELEMETRY_TAGS), encode_message(RMS, [track, rms], RMS_TAGS)))
+    return pairs
+
+
+def sender_process(bridge_port: int, first: int, count: int, negotiate: bool, conn: Connection,
+                   variants: int = 1) -> None:
     bridge = (LOOPBACK, bridge_port)
     sockets: list[socket.socket] = []
-    plugins: list[tuple[socket.socket, bytes, bytes]] = []
+    plugins: list[tuple[socket.socket, Iterator[tuple[bytes, bytes]]]] = []
     for number in range(first, first + count):
         sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sender.bind((LOOPBACK, 0))
         sockets.append(sender)
         if negotiate:
             sockets.append(_negotiate(sender, bridge))
-        track = f"TR{number}"
-        telemetry = encode_message(TELEMETRY, [track, 0.2, -16.0, -53.6, -100.0, -100.0], TELEMETRY_TAGS)
-        rms = encode_message(RMS, [track, 0.2], RMS_TAGS)
-        plugins.append((sender, telemetry, rms))
+        plugins.append((sender, itertools.cycle(plugin_datagrams(f"TR{number}", variants))))
     conn.send("ready")
     while True:
         command = conn.recv()
@@ -90,8 +100,8 @@ def sender_process(bridge_port: int, first: int, count: int, negotiate: bool, co
         sock.close()
 
 
-def _stream(plugins: list[tuple[socket.socket, bytes, bytes]], bridge: tuple[str, int], rate: float,
-            seconds: float, start_at: float) -> tuple[int, int]:
+def _stream(plugins: list[tuple[socket.socket, Iterator[tuple[bytes, bytes]]]], bridge: tuple[str, int],
+            rate: float, seconds: float, start_at: float) -> tuple[int, int]:
     """Each plugin sends its pair every 1/rate s, phases spread evenly; returns (datagrams sent, send errors)."""
     period = 1.0 / rate
     count = len(plugins)
@@ -104,7 +114,8 @@ def _stream(plugins: list[tuple[socket.socket, bytes, bytes]], bridge: tuple[str
             break
         for index in range(count):
             if due[index] <= now:
-                sock, telemetry, rms = plugins[index]
+                sock, pairs = plugins[index]
+                telemetry, rms = next(pairs)
                 try:
                     sock.sendto(telemetry, bridge)
                     sock.sendto(rms, bridge)
@@ -119,7 +130,7 @@ def _stream(plugins: list[tuple[socket.socket, bytes, bytes]], bridge: tuple[str
 class Load:
     """`processes` sender processes holding `plugins` plugins between them."""
 
-    def __init__(self, port: int, plugins: int, processes: int, negotiate: bool) -> None:
+    def __init__(self, port: int, plugins: int, processes: int, negotiate: bool, variants: int = 1) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.pipes: list[Connection] = []
         self.procs = []
@@ -127,7 +138,7 @@ class Load:
         for first in range(1, plugins + 1, share):
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=sender_process, args=(port, first, min(share, plugins + 1 - first),
-                                                            negotiate, child), daemon=True)
+                                                            negotiate, child, variants), daemon=True)
             proc.start()
             self.pipes.append(parent)
             self.procs.append(proc)
@@ -161,6 +172,29 @@ class Load:
 # --------------------------------------------------------------------------------------------------------------
 
 
+def plugin_env(plugins: int) -> dict[str, str]:
+    """The bridge's settings for `plugins` generator plugins: their pool, one bootstrap port, no silence timeout."""
+    # One block: the plugin pool (8 spare ports), then the one bootstrap port (the generator never scans).
+    pool = free_block(plugins + 9)
+    return {"OSCBRIDGE_PORT_RANGE_START": str(pool), "OSCBRIDGE_PORT_RANGE_END": str(pool + plugins + 7),
+            "OSCBRIDGE_EPHEMERAL_BASE": str(pool + plugins + 8), "OSCBRIDGE_EPHEMERAL_COUNT": "1",
+            # The generator does not answer probes; pauses between runs must not make its plugins "gone".
+            "OSCBRIDGE_PLUGIN_SILENCE": "600"}
+
+
+def connect_plugins(requests: Requests, port: int, plugins: int, senders: int, variants: int = 1) -> Load:
+    """Maps TR1..TRn to tracks, starts the senders and waits until every plugin has its port."""
+    for number in range(1, plugins + 1):
+        requests.call("/bridge/mapping/set", number, f"Track {number}", f"TR{number}")
+    load = Load(port, plugins, senders, negotiate=True, variants=variants)
+    try:
+        wait_identified(requests, plugins)
+    except BaseException:
+        load.close()
+        raise
+    return load
+
+
 def wait_identified(requests: Requests, plugins: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -188,22 +222,13 @@ def main() -> int:
     parser.add_argument("--senders", type=int, default=3)
     ns = parser.parse_args()
 
-    # One block: the plugin pool (8 spare ports), then the one bootstrap port (the generator never scans).
-    pool = free_block(ns.plugins + 9)
-    env = {"OSCBRIDGE_PORT_RANGE_START": str(pool), "OSCBRIDGE_PORT_RANGE_END": str(pool + ns.plugins + 7),
-           "OSCBRIDGE_EPHEMERAL_BASE": str(pool + ns.plugins + 8), "OSCBRIDGE_EPHEMERAL_COUNT": "1",
-           # The generator does not answer probes; pauses between runs must not make its plugins "gone".
-           "OSCBRIDGE_PLUGIN_SILENCE": "600"}
-    bridge = BridgeProcess(extra_env=env)
+    bridge = BridgeProcess(extra_env=plugin_env(ns.plugins))
     stock = Peer("python-osc")
     loads: list[Load] = []
     try:
         requests = Requests(bridge.port)
-        for number in range(1, ns.plugins + 1):
-            requests.call("/bridge/mapping/set", number, f"Track {number}", f"TR{number}")
-        load = Load(bridge.port, ns.plugins, ns.senders, negotiate=True)
+        load = connect_plugins(requests, bridge.port, ns.plugins, ns.senders)
         loads.append(load)
-        wait_identified(requests, ns.plugins)
         proc = psutil.Process(bridge.pid)
 
         # The main run: 24 Hz for --seconds, with mapping queries alongside.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from typing import Any, Protocol
 
 from oscbridge.api.core import CoreApi
 from oscbridge.api.debug import DebugApi
-from oscbridge.api.endpoint import collect
+from oscbridge.api.endpoint import Endpoint, collect
+from oscbridge.api.health import HealthApi
 from oscbridge.api.mapping import MappingApi
 from oscbridge.api.memory import MemoryApi
 from oscbridge.api.plugins import PluginsApi
@@ -45,10 +47,16 @@ from oscbridge.router import Router
 from oscbridge.store.backup import BackupSchedule
 from oscbridge.store.core_ops import CORE_OPS
 from oscbridge.store.db import CONNECTION_ERRORS, Database, fetch_info
+from oscbridge.store.debug_tail import DebugTail
 from oscbridge.store.embedded import EmbeddedPostgres
 from oscbridge.store.retention import Retention
 from oscbridge.store.spool import Spool, SpoolError
 from oscbridge.store.writer import Writer
+from oscbridge.web.feed import EventLog, LiveFeed
+from oscbridge.web.guard import Guard
+from oscbridge.web.server import WebServer
+from oscbridge.web.token import load_or_create_token
+from oscbridge.web.urls import web_url
 
 log = get_logger("oscbridge.app")
 
@@ -70,6 +78,14 @@ class Recorder(Protocol):
     def close(self) -> None: ...
 
 
+class Advertiser(Protocol):
+    """`web.advertise.Advertiser` (mDNS), as the daemon uses it."""
+
+    def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class Parts:
     """Everything a started bridge is made of, complete."""
@@ -84,6 +100,7 @@ class Parts:
     udp: UdpSocket
     tcp: TcpServer
     retention: Retention
+    web: WebServer | None
     embedded: EmbeddedPostgres | None
     recorder: Recorder | None
 
@@ -97,6 +114,7 @@ class Bridge:
         self._parts: Parts | None = None
         self._embedded: EmbeddedPostgres | None = None
         self._background: list[asyncio.Task[Any]] = []
+        self._advertiser: Advertiser | None = None
         self.stopped = asyncio.Event()
 
     @property
@@ -118,6 +136,11 @@ class Bridge:
     tcp = property(lambda self: self.parts.tcp)
 
     @property
+    def web_url(self) -> str | None:
+        """The web page's address (without the token), or None when it is off."""
+        return web_url(self.settings)
+
+    @property
     def embedded(self) -> EmbeddedPostgres | None:
         """The embedded PostgreSQL, once it is started (the second-signal path stops it)."""
         return self._embedded
@@ -125,11 +148,17 @@ class Bridge:
     async def start(self) -> None:
         settings, clock = self.settings, self.clock
         udp_sock = bind_udp(settings.host, settings.osc_port, settings.udp_rcvbuf)
+        sockets = [udp_sock]
         try:
             tcp_sock = bind_tcp(settings.host, settings.osc_port)
+            sockets.append(tcp_sock)
+            http_sock = _bind_http(settings)
         except OSError:
-            udp_sock.close()
+            for sock in sockets:
+                sock.close()
             raise
+        if http_sock is not None:
+            sockets.append(http_sock)
         # Run as root, the embedded PostgreSQL runs as its own OS user, which must pass through the data dir.
         data_mode = TRAVERSABLE_DIR_MODE if settings.database_url is None and os.geteuid() == 0 else DIR_MODE
         private_dir(settings.data_dir, mode=data_mode)
@@ -140,8 +169,8 @@ class Bridge:
                           reserve_bytes=settings.disk_reserve_bytes,
                           owner={"host": settings.host, "port": settings.osc_port})
         except SpoolError:
-            udp_sock.close()
-            tcp_sock.close()
+            for sock in sockets:
+                sock.close()
             raise
 
         db_kind = "external" if settings.database_url else "embedded"
@@ -156,23 +185,31 @@ class Bridge:
         recorder = _recorder(settings)
         udp = UdpSocket(udp_sock, recorder.record if recorder is not None else None)
         writer = Writer(db, spool, WRITE_KINDS, clock=clock)
+        tail = DebugTail()  # what goes to mission_control_debug, for the web page's traffic view
         projects = Projects(loaded, writer.submit, clock)
-        hub = PluginHub(settings, clock, udp.send, projects, writer.submit, writer.submit_best_effort,
+        hub = PluginHub(settings, clock, udp.send, projects, writer.submit, tail.tap(writer.submit_best_effort),
                         _pool_loader(db, writer))
         memory = EmbeddingWorker(settings, db, writer)
+        database = str(self._embedded.pgdata) if self._embedded else redact_url(url)
         apis = [CoreApi(clock, hub.registry, writer, db, memory.up, self._stats), ProjectApi(projects),
-                MappingApi(projects, hub.registry), DebugApi(projects, writer.submit, clock), SpoolApi(writer),
-                PluginsApi(hub, clock), StorageApi(db),
+                MappingApi(projects, hub.registry), DebugApi(projects, tail, clock, db, writer),
+                SpoolApi(writer), PluginsApi(hub, clock), StorageApi(db),
+                HealthApi(clock, database, db, writer, memory, hub.registry, self._stats),
                 MemoryApi(projects, writer, db, memory, HybridSearch(settings.hnsw_ef_search), clock)]
-        router = Router(collect(*apis), hub.plugin_handlers(), udp)
+        endpoints = collect(*apis)
+        router = Router(endpoints, hub.plugin_handlers(), udp)
         tcp = TcpServer(router.on_tcp, _tcp_limits(settings))
         retention = Retention(db, settings.debug_retention_days, settings.retention_interval, clock)
-        self._parts = Parts(spool, db, writer, projects, hub, memory, router, udp, tcp, retention, self._embedded,
-                            recorder)
+        web = None if http_sock is None else _web_server(settings, endpoints, tail, hub, clock)
+        self._parts = Parts(spool, db, writer, projects, hub, memory, router, udp, tcp, retention, web,
+                            self._embedded, recorder)
 
         writer.start()
         await udp.start(router.on_udp)
         await tcp.start(tcp_sock)
+        if web is not None and http_sock is not None:
+            await web.start(http_sock)
+        self._advertiser = _advertiser(settings)
         await hub.start()
         memory.start()
         retention.start()
@@ -185,14 +222,17 @@ class Bridge:
         # Everything allocated so far (modules, schema text, pools) lives as long as the daemon: moving it out of
         # the collector's reach keeps full collections, which run on the receive path, short.
         gc.freeze()
-        log.info("ready", host=settings.host, port=settings.osc_port, database=db_kind, database_up=db.up, **info)
+        log.info("ready", host=settings.host, port=settings.osc_port, web=self.web_url, database=db_kind,
+                 database_up=db.up, **info)
 
     def _stats(self) -> dict[str, int]:
         """`/bridge/stats`: every part's own counters."""
         parts = self.parts
         values: dict[str, int] = {}
-        for part in (parts.router, parts.udp, parts.tcp, parts.hub, parts.writer, parts.memory, parts.retention):
-            values.update(part.stats())
+        for part in (parts.router, parts.udp, parts.tcp, parts.hub, parts.writer, parts.memory, parts.retention,
+                     parts.web):
+            if part is not None:
+                values.update(part.stats())
         return values
 
     async def _load(self, db: Database) -> tuple[LoadedProjects, dict[str, Any]]:
@@ -243,8 +283,12 @@ class Bridge:
             self.stopped.set()
             return
         flush_until = started + self.settings.drain_timeout - WRITER_CANCEL_GRACE - CLOSE_TIMEOUT
+        if self._advertiser is not None:  # goodbye first: browsers forget the bridge before it stops answering
+            await self._advertiser.stop()
         parts.udp.close()
         await parts.tcp.close()
+        if parts.web is not None:
+            await parts.web.close()
         for name, stop in (("retention", parts.retention.stop), ("memory", parts.memory.stop),
                            ("plugin hub", parts.hub.stop)):
             try:
@@ -271,6 +315,35 @@ class Bridge:
             await asyncio.to_thread(parts.embedded.stop)
         log.info("stopped", seconds=round(time.monotonic() - started, 3), drained=drained)
         self.stopped.set()
+
+
+def _bind_http(settings: Settings) -> socket.socket | None:
+    if settings.http_port == 0:
+        return None
+    return bind_tcp(settings.host, settings.http_port,
+                    f"TCP port {settings.http_port} on {settings.host} (the web page) is already in use: another "
+                    "oscbridge or another program holds it. Choose another with --http-port (or http_port in the "
+                    "config file), or 0 for no web page.")
+
+
+def _web_server(settings: Settings, endpoints: dict[str, Endpoint], tail: DebugTail, hub: PluginHub,
+                clock: Clock) -> WebServer:
+    """The web page's server, fed by the debug tail and the hub's events (docs/web.md)."""
+    events = EventLog(clock)
+    hub.fanout.listeners.append(events.add)
+    guard = Guard(settings.host, settings.http_port, load_or_create_token(settings.data_dir))
+    return WebServer(endpoints, LiveFeed(endpoints, tail, events), guard, (settings.host, settings.osc_port))
+
+
+def _advertiser(settings: Settings) -> Advertiser | None:
+    """`--advertise`: the mDNS announcements, started (docs/oscquery.md). zeroconf is imported only when asked for."""
+    if not settings.advertise:
+        return None
+    from oscbridge.web import advertise
+
+    advertiser = advertise.Advertiser(settings)
+    advertiser.start()
+    return advertiser
 
 
 def _tcp_limits(settings: Settings) -> TcpLimits:

@@ -105,8 +105,9 @@ def _start_watchdog(timeout: float, before_exit: Callable[[], None] | None) -> W
 
 
 def cmd_serve(ns: argparse.Namespace) -> int:
-    settings = settings_from(ns, record=ns.record, log_file=ns.log_file, log_level=ns.log_level)
-    configure_logging(settings.log_level, settings.log_file)
+    settings = settings_from(ns, record=ns.record, log_file=ns.log_file, log_level=ns.log_level,
+                             advertise=ns.advertise, log_format=ns.log_format)
+    configure_logging(settings.log_level, settings.log_file, settings.log_format)
     _use_uvloop()
     return asyncio.run(serve(settings))
 
@@ -134,7 +135,19 @@ TOOLS: dict[str, Tool] = {
     "backup": Tool("oscbridge.tools.backup", "write a backup of the database and the spool to one file, while the "
                    "bridge runs or not"),
     "restore": Tool("oscbridge.tools.restore", "restore a backup into an empty data dir or a named database"),
+    "ui": Tool("oscbridge.tools.ui", "open the running bridge's web page (Mission Control) in your browser"),
     "spool": Tool("oscbridge.tools.spool", "the spool of writes waiting for the database: `spool retry-rejected`"),
+    # Commands for people at a terminal (docs/terminal.md): tables, or JSON with --json, from the running bridge.
+    "status": Tool("oscbridge.tools.terminal.status", "how the running bridge is doing: plugins, database, "
+                   "Ollama, writes, embedding backlog, health, storage, counters"),
+    "plugins": Tool("oscbridge.tools.terminal.plugins", "the plugin instances the bridge knows, with their tracks"),
+    "tracks": Tool("oscbridge.tools.terminal.tracks", "which track id sits on which Logic track (the mapping)"),
+    "levels": Tool("oscbridge.tools.terminal.levels", "the level of each track; --watch for live meters"),
+    "tail": Tool("oscbridge.tools.terminal.tail", "follow the control traffic the bridge stores, like tail -f"),
+    "search": Tool("oscbridge.tools.terminal.search", "search the conversation for context, with why each "
+                   "message was found"),
+    "calibrate": Tool("oscbridge.tools.terminal.calibrate", "tone, probe, assign: learn which plugin is on which "
+                      "track, step by step"),
 }
 
 
@@ -154,6 +167,11 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--record", help="append every datagram in and out to this JSONL file")
     p.add_argument("--log-file", help="write JSON logs to this size-rotated file instead of stderr")
     p.add_argument("--log-level", help="debug, info, warning or error")
+    p.add_argument("--log-format", help="json, console (readable lines) or auto (the default: console when stderr "
+                                        "is a terminal, else json)")
+    p.add_argument("--advertise", action="store_true", default=None,
+                   help="announce OSCQuery (_oscjson._tcp) and OSC (_osc._udp) over mDNS; the network hears it only "
+                        "with --host 0.0.0.0")
     p.set_defaults(func=cmd_serve)
 
     chosen = _command_in(argv)

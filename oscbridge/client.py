@@ -63,6 +63,7 @@ class BridgeClient(MemoryCalls):
     def __init__(self, host: str, port: int, transport: str) -> None:
         self.host = host
         self.port = port
+        self.transport = transport
         self._pending: dict[str, _Pending] = {}
         self._ids = itertools.count(1)
         self._prefix = f"c{os.getpid() % 10000}-{id(self) % 10000}-"

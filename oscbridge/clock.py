@@ -42,3 +42,9 @@ class SystemClock:
 
 
 SYSTEM_CLOCK = SystemClock()
+
+
+def duration(seconds: float) -> str:
+    """A span as people read it: '2 h 14 min', '3 min', '42 s'."""
+    minutes, hours = int(seconds // 60) % 60, int(seconds // 3600)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min" if minutes else f"{int(seconds)} s"

@@ -34,6 +34,7 @@ from pathlib import Path, PurePath
 from types import NoneType, UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from oscbridge.logs import LOG_FORMATS
 from oscbridge.osc.slip import MAX_FRAME
 from oscbridge.protocol import EPHEMERAL_BASE, EPHEMERAL_COUNT, EPHEMERAL_STEP
 
@@ -92,6 +93,11 @@ class Settings:
 
     host: str = "127.0.0.1"
     osc_port: int = 8999
+    # The web page (docs/web.md), on the OSC host; 0 turns it off.
+    http_port: int = 8998
+    # Announce the OSCQuery server (`_oscjson._tcp`, on http_port) and the OSC port (`_osc._udp`) over mDNS, on
+    # the interfaces `host` covers (docs/oscquery.md); off by default, and LAN discovery needs host 0.0.0.0.
+    advertise: bool = False
     data_dir: Path = field(default_factory=default_data_dir)
     database_url: str | None = None
     ollama_url: str = "http://127.0.0.1:11434"
@@ -102,6 +108,8 @@ class Settings:
     record: Path | None = None
     log_level: str = "info"
     log_file: Path | None = None
+    # Log lines as JSON, as readable "console" lines, or "auto": console when stderr is a terminal (oscbridge/logs.py).
+    log_format: str = "auto"
     # How long the receive-side UDP socket may buffer bursts; macOS caps usable buffers near 7.4 MB.
     udp_rcvbuf: int = 4 * 1024 * 1024
     # Seconds SIGTERM may take to drain queued writes before the daemon gives up waiting (launchd kills later).
@@ -193,14 +201,18 @@ class Settings:
                 raise ConfigError(f"{name} must not be negative, not {getattr(self, name)}", (name,))
         if not 0 < self.osc_port < 65536:
             raise ConfigError(f"osc_port must be 1..65535, not {self.osc_port}", ("osc_port",))
+        if not 0 <= self.http_port < 65536 or self.http_port == self.osc_port:
+            raise ConfigError(f"http_port must be 0 (off) or 1..65535 and not the osc_port, not {self.http_port}",
+                              ("http_port", "osc_port"))
         if not 0 < self.port_range_start <= self.port_range_end < 65536:
             raise ConfigError(
                 f"plugin port range {self.port_range_start}-{self.port_range_end} is not a valid port range",
                 ("port_range_start", "port_range_end"),
             )
-        if self.port_range_start <= self.osc_port <= self.port_range_end:
-            raise ConfigError(f"osc_port {self.osc_port} lies inside the plugin port range",
-                              ("osc_port", "port_range_start", "port_range_end"))
+        for name in ("osc_port", "http_port"):
+            if self.port_range_start <= getattr(self, name) <= self.port_range_end:
+                raise ConfigError(f"{name} {getattr(self, name)} lies inside the plugin port range",
+                                  (name, "port_range_start", "port_range_end"))
         last_bootstrap = self.ephemeral_base + self.ephemeral_step * (self.ephemeral_count - 1)
         if not 0 < self.ephemeral_base <= last_bootstrap < 65536:
             raise ConfigError(f"plugin bootstrap ports {self.ephemeral_base}..{last_bootstrap} (ephemeral_base, "
@@ -222,6 +234,9 @@ class Settings:
         if self.log_level.upper() not in logging.getLevelNamesMapping():
             raise ConfigError(f"log_level must be debug, info, warning or error, not {self.log_level!r}",
                               ("log_level",))
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log_format must be {', '.join(LOG_FORMATS)}, not {self.log_format!r}",
+                              ("log_format",))
 
 
 # Values at or below zero cannot work: a count of nothing, a timeout that has always passed, a loop that spins.

@@ -1,5 +1,6 @@
-"""The settings flags of the command line (`--host`, `--osc-port`, `--data-dir`, `--database-url`, `--config`),
-shared by `oscbridge serve` and every tool that reads the bridge's settings (doctor, db url, migrate-sqlite, spool).
+"""The settings flags of the command line (`--host`, `--osc-port`, `--http-port`, `--data-dir`, `--database-url`,
+`--config`), shared by `oscbridge serve` and every tool that reads the bridge's settings (doctor, db url,
+migrate-sqlite, spool, ui).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from oscbridge.config import Settings, load_settings
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--osc-port", type=int, help="UDP and TCP port (default 8999)")
+    parser.add_argument("--http-port", type=int, help="port of the web page (default 8998; 0 = no web page)")
     parser.add_argument("--data-dir", help="where the embedded database, spool and logs live")
     parser.add_argument("--database-url", help="PostgreSQL URL; without it an embedded server is started")
     parser.add_argument("--config", help="TOML settings file")
@@ -21,6 +23,6 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
 
 def settings_from(ns: argparse.Namespace, **extra: Any) -> Settings:
     """The settings: the flags given (and `extra` ones), then OSCBRIDGE_* variables, the TOML file, defaults."""
-    flags = {name: getattr(ns, name, None) for name in ("host", "osc_port", "data_dir", "database_url")}
+    flags = {name: getattr(ns, name, None) for name in ("host", "osc_port", "http_port", "data_dir", "database_url")}
     config = getattr(ns, "config", None)
     return load_settings({**flags, **extra}, config_file=Path(config) if config else None)

@@ -12,12 +12,11 @@ import asyncio
 from collections import Counter
 from typing import Any
 
-from oscbridge.api.endpoint import Endpoint, Peer, Request, Rows
+from oscbridge.api.endpoint import Endpoint, Peer, Request, Rows, failure, internal_error
 from oscbridge.logs import RateLimitedWarning, get_logger
 from oscbridge.osc.codec import MalformedDatagram, Message, decode_packet, encode_message
 from oscbridge.osc.transport import UdpSocket
 from oscbridge.plugins.hub import PluginHandler
-from oscbridge.store.spool import SpoolError
 from oscbridge.typedefs import MAX_UDP_REPLY, REQ_ID_MAX, Addr, BridgeError, ErrorCode
 
 log = get_logger("oscbridge.router")
@@ -134,18 +133,13 @@ class Router:
         self.send_result(request.peer, request.address + "/reply", request.req_id, result)
 
     def _failed(self, request: Request, exc: Exception) -> None:
-        """The error reply of a request that raised: its own BridgeError, `unavailable` when its write could not
-        be made durable (nothing was stored; the client may retry), else `internal` and a traceback in the log."""
         reply_address = request.address + "/reply"
-        if isinstance(exc, BridgeError):
-            self._send_error(request.peer, reply_address, request.req_id, exc.code, exc.message)
-        elif isinstance(exc, SpoolError):
-            self._send_error(request.peer, reply_address, request.req_id, ErrorCode.UNAVAILABLE, str(exc))
-        else:
+        known = failure(exc)
+        if known is None:
             self.counters["internal_errors"] += 1
             log.exception("request_failed", address=request.address, error=str(exc))
-            self._send_error(request.peer, reply_address, request.req_id, ErrorCode.INTERNAL,
-                             f"the bridge failed on this request ({type(exc).__name__}); see its log")
+            known = ErrorCode.INTERNAL, internal_error(exc)
+        self._send_error(request.peer, reply_address, request.req_id, *known)
 
     def send_result(self, peer: Peer, reply_address: str, req_id: str, result: Any) -> None:
         """Sends an ok reply (one message, or one per row for a list), refusing UDP replies over 8 KB."""

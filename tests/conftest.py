@@ -4,6 +4,7 @@ loopback ports, and a bridge running in-process on real sockets with a client ta
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import uuid
 import warnings
@@ -25,6 +26,9 @@ from oscbridge.tools.fake_ollama import FakeOllama
 from oscbridge.tools.ports import free_port as free_port  # the tests import it from here
 
 configure_logging("warning")
+# Daemons the tests start in subprocesses serve no web page unless a test asks for one (`--http-port`): the
+# default port 8998 would be taken by the first of them, or by the developer's own bridge.
+os.environ.setdefault("OSCBRIDGE_HTTP_PORT", "0")
 
 # The schema.sql of the first release (commit 5b65d06), for the upgrade path (tests/test_migrations.py).
 LANDED_SCHEMA = Path(__file__).parent / "data" / "schema_v1_landed.sql"
@@ -114,8 +118,10 @@ async def empty_database_url(pg: EmbeddedServer) -> str:
 
 
 def make_settings(tmp_path: Path, database_url: str | None, **overrides: Any) -> Settings:
+    """Settings of a test bridge: free loopback ports, no web page unless `http_port` is given."""
     return Settings(host="127.0.0.1", osc_port=overrides.pop("osc_port", None) or free_port(),
-                    data_dir=tmp_path / "data", database_url=database_url, **overrides)
+                    http_port=overrides.pop("http_port", 0), data_dir=tmp_path / "data", database_url=database_url,
+                    **overrides)
 
 
 @asynccontextmanager

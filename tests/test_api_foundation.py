@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import asyncpg
 import pytest
 
@@ -109,6 +111,32 @@ async def test_debug_log_is_stored(client: BridgeClient, bridge: Bridge, databas
         assert rows[second]["severity"] == "warning"
     finally:
         await conn.close()
+
+
+async def test_debug_rows_read_back_by_page_and_by_tail(client: BridgeClient, bridge: Bridge) -> None:
+    for n in range(7):
+        await client.call("/bridge/debug/log", "orchestrator" if n % 2 else "osc_agent", "", "log", f"row {n}",
+                          "", "warning" if n == 3 else "info")
+    # The tail (from memory), oldest first, after a cursor.
+    tail = await client.rows("/bridge/debug/tail")
+    assert [r[6] for r in tail] == [f"row {n}" for n in range(7)]
+    assert [r[0] for r in tail] == list(range(1, 8))
+    assert abs(tail[0][1] - time.time()) < 60  # a Unix time to the microsecond: sent as a double, not a float32
+    assert [r[6] for r in await client.rows("/bridge/debug/tail", tail[4][0])] == ["row 5", "row 6"]
+    assert await client.rows("/bridge/debug/tail", tail[-1][0]) == []
+    # Pages from the database, newest first, with filters; a page's last cursor gives the next page.
+    first = await client.rows("/bridge/debug/recent", 3)
+    assert [r[6] for r in first] == ["row 6", "row 5", "row 4"]
+    second = await client.rows("/bridge/debug/recent", 3, first[-1][0])
+    assert [r[6] for r in second] == ["row 3", "row 2", "row 1"]
+    assert [r[6] for r in await client.rows("/bridge/debug/recent", 10, "", "ROW 3")] == ["row 3"]
+    assert [r[6] for r in await client.rows("/bridge/debug/recent", 10, "", "", "orchestrator")] == \
+        ["row 5", "row 3", "row 1"]
+    assert [r[6] for r in await client.rows("/bridge/debug/recent", 10, "", "", "", "warning")] == ["row 3"]
+    # A live row's id pages from just before that row.
+    assert [r[6] for r in await client.rows("/bridge/debug/recent", 2, tail[3][7])] == ["row 2", "row 1"]
+    with pytest.raises(BridgeRequestError, match="bad_request: before must be"):
+        await client.rows("/bridge/debug/recent", 10, "yesterday")
 
 
 async def test_fire_and_forget_gets_no_reply_unless_it_fails(udp_client: BridgeClient, bridge: Bridge) -> None:

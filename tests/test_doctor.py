@@ -17,18 +17,19 @@ import asyncpg
 import pytest
 
 from oscbridge import __version__
-from oscbridge.app import Bridge
 from oscbridge.config import Settings
 from oscbridge.redact import redact_url
 from oscbridge.store.embedded import EmbeddedPostgres
 from oscbridge.store.schema import latest_version
+from oscbridge.store.sizes import Sizes, TableSize
 from oscbridge.tools import doctor
 from oscbridge.tools.doctor import Check, Report
 from oscbridge.tools.fake_ollama import FakeOllama
-from tests.conftest import free_port, run_cli
+from tests.conftest import free_port, make_settings, run_cli, running
 from tests.test_launchd import CRASHED, NOT_FOUND, RUNNING, RecordingLaunchctl, Result
 
-NAMES = ["database", "pgvector", "schema", "ollama", "osc_port", "disk", "spool", "privacy", "launchd"]
+NAMES = ["database", "pgvector", "schema", "storage", "ollama", "osc_port", "web", "disk", "spool", "privacy",
+         "launchd"]
 SECRET = "Sup3r-s3cret"
 SCHEMA_VERSION = latest_version()
 
@@ -45,7 +46,8 @@ def agent(answer: Result | None = None) -> RecordingLaunchctl:
 
 
 def settings_for(tmp_path: Path, ollama: FakeOllama, **overrides: Any) -> Settings:
-    base = Settings(host="127.0.0.1", osc_port=free_port(), data_dir=tmp_path / "data", ollama_url=ollama.url)
+    base = Settings(host="127.0.0.1", osc_port=free_port(), http_port=free_port(), data_dir=tmp_path / "data",
+                    ollama_url=ollama.url)
     return dataclasses.replace(base, **overrides)
 
 
@@ -60,9 +62,10 @@ async def diagnose(settings: Settings, launchctl: RecordingLaunchctl | None = No
 # ------------------------------------------------------------------------------------------------------------
 
 
-async def test_healthy_setup_is_all_ok(bridge: Bridge, ollama: FakeOllama) -> None:
-    settings = dataclasses.replace(bridge.settings, ollama_url=ollama.url)
-    report, checks = await diagnose(settings)
+async def test_healthy_setup_is_all_ok(tmp_path: Path, database_url: str, ollama: FakeOllama) -> None:
+    async with running(make_settings(tmp_path, database_url, http_port=free_port())) as bridge:
+        settings = dataclasses.replace(bridge.settings, ollama_url=ollama.url)
+        report, checks = await diagnose(settings)
     assert {c.status for c in report.checks} == {"ok"}, report.text()
     assert report.exit_code == 0
 
@@ -70,11 +73,16 @@ async def test_healthy_setup_is_all_ok(bridge: Bridge, ollama: FakeOllama) -> No
     assert checks["database"].message.endswith("(Unix socket)")
     assert checks["pgvector"].message == "pgvector 0.8.5"
     assert checks["schema"].message == f"version {SCHEMA_VERSION} (current)"
+    storage = checks["storage"]
+    assert storage.message.startswith("database ") and storage.details["database_bytes"] > 0
+    assert {"mission_control_debug", "messages", "schema_version"} <= {t["name"] for t in storage.details["tables"]}
     assert checks["ollama"].message == f"Ollama 0.12.3 at {ollama.url}: nomic-embed-text pulled, 768 dimensions"
     port = checks["osc_port"]
     assert f"held by a running oscbridge {__version__}" in port.message
     assert port.details["state"] == "bridge" and port.details["database_up"] is True
     assert checks["launchd"].message == "the LaunchAgent is running (pid 4242, started 1 time)"
+    assert checks["web"].message == (f"http://127.0.0.1:{settings.http_port}/ serves the web page of oscbridge "
+                                     f"{__version__}; `oscbridge ui` opens it")
     assert report.text().splitlines()[-1] == "No problems found."
 
 
@@ -86,8 +94,8 @@ async def test_unreachable_database_fails_and_never_shows_the_password(tmp_path:
     assert db.status == "fail"
     assert db.message.startswith("cannot connect to postgresql://oscbridge:***@127.0.0.1:")
     assert db.fix is not None and "docker compose up -d postgres" in db.fix
-    assert checks["pgvector"].status == checks["schema"].status == "skip"
-    assert {c.status for c in report.checks if c.name not in ("database", "pgvector", "schema")} == {"ok"}
+    assert checks["pgvector"].status == checks["schema"].status == checks["storage"].status == "skip"
+    assert {c.status for c in report.checks if c.name not in doctor.DATABASE_CHECKS} == {"ok"}
     assert SECRET not in report.text() and SECRET not in json.dumps(report.as_dict())
 
 
@@ -192,6 +200,23 @@ async def test_port_held_by_another_program(tmp_path: Path, ollama: FakeOllama, 
     assert report.exit_code == 1
 
 
+async def test_web_port_held_by_another_program_or_off(tmp_path: Path, ollama: FakeOllama) -> None:
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    try:
+        port = holder.getsockname()[1]
+        report, checks = await diagnose(settings_for(tmp_path, ollama, http_port=port))
+    finally:
+        holder.close()
+    check = checks["web"]
+    assert check.status == "fail" and check.message == f"TCP port {port} (the web page) is held by another program"
+    assert check.fix is not None and "--http-port" in check.fix and report.exit_code == 1
+
+    _, checks = await diagnose(settings_for(tmp_path, ollama, http_port=0))
+    assert checks["web"].status == "skip" and checks["web"].message == "the web page is off (http_port = 0)"
+
+
 async def test_free_port(tmp_path: Path, ollama: FakeOllama) -> None:
     settings = settings_for(tmp_path, ollama)
     _, checks = await diagnose(settings)
@@ -250,6 +275,25 @@ async def test_schema_versions(tmp_path: Path, ollama: FakeOllama, empty_databas
 def test_pgvector_versions(installed: str | None, available: str | None, status: str, text: str) -> None:
     check = doctor.pgvector_check(installed, available, "here")
     assert check.status == status and check.message.startswith(text)
+    assert (check.fix is None) == (status == "ok")
+
+
+MIB = 1024 * 1024
+
+
+def sizes(debug_bytes: int, total: int) -> Sizes:
+    return Sizes([TableSize("mission_control_debug", 1000, debug_bytes), TableSize("messages", 10, MIB)], total)
+
+
+@pytest.mark.parametrize(("debug", "retention", "free", "status", "says"), [
+    (10 * MIB, 30.0, 100 * 1024 * MIB, "ok", "database 20 MiB; biggest: mission_control_debug 10 MiB (~1000 rows)"),
+    (2048 * MIB, 0.0, 100 * 1024 * MIB, "warn", "debug traffic is kept for ever"),
+    (2048 * MIB, 30.0, 100 * 1024 * MIB, "ok", "database"),  # big, but retention will shrink it
+    (10 * MIB, 30.0, 5 * MIB, "warn", "a backup would not fit"),
+])
+def test_storage_sizes(debug: int, retention: float, free: int, status: str, says: str) -> None:
+    check = doctor.storage_check(sizes(debug, max(debug * 2, 20 * MIB)), retention, free)
+    assert check.status == status and says in check.message, check.message
     assert (check.fix is None) == (status == "ok")
 
 

@@ -100,6 +100,21 @@ async def test_conversation_log_and_snapshot(client: BridgeClient, database_url:
     assert (conv["role"], conv["content"], conv["display_type"], conv["s"]) == (
         "producer", "Drums look good", "status", row["s"])
 
+    listed = await client.rows("/bridge/snapshot/list")
+    assert [(r[0], r[1], r[2], r[4], r[5]) for r in listed] == [
+        (bare_id, "no state", "", row["s"], 2), (snapshot_id, "drums balanced", "before the bass", row["s"], 2)]
+    assert [r[0] for r in await client.rows("/bridge/snapshot/list", 1)] == [bare_id]
+
+
+async def test_recent_of_the_current_session_only(client: BridgeClient) -> None:
+    await client.save_message("user", "said in the first session")
+    await client.call("/bridge/project/open", "Other", "")
+    await client.call("/bridge/project/open", "Default Project", "")  # back: a new session of the same project
+    await client.save_message("user", "said in the second session")
+    assert [r[2] for r in await client.rows("/bridge/message/recent", 10)] == [
+        "said in the second session", "said in the first session"]
+    assert [r[2] for r in await client.rows("/bridge/message/recent", 10, 1)] == ["said in the second session"]
+
 
 async def test_bad_input_is_refused_and_nothing_is_written(client: BridgeClient, database_url: str) -> None:
     async def refused(address: str, *args: object, words: tuple[str, ...] = ()) -> None:

@@ -129,6 +129,9 @@ async def test_a_16_data_dir_is_upgraded_at_start(pg16: tuple[Path, dict[str, in
         [kept] = kept_copies(pgdata)
         assert kept.name.startswith(f"postgres.pg{OLD_MAJOR}-") and data_dir_major(kept) == str(OLD_MAJOR)
         assert not work_area(pgdata).exists()
+        [database, *_] = await database_checks(settings)
+        assert database.message.startswith(f"embedded PostgreSQL {EMBEDDED_MAJOR}.")
+        assert database.message.endswith(f"; the next start removes {kept}, kept by the last upgrade")
 
         client = await BridgeClient.connect("127.0.0.1", bridge.port)
         try:
@@ -150,8 +153,11 @@ async def test_a_16_data_dir_is_upgraded_at_start(pg16: tuple[Path, dict[str, in
                 assert "Index Scan using idx_messages_embedding" in plan
                 assert await conn.fetchval(query, probe) == "message 42"
 
+    mine = settings.data_dir / f"postgres.pg{OLD_MAJOR}-mine"  # named by the user: not a copy the bridge kept
+    mine.mkdir()
     async with running(settings):
         assert kept_copies(pgdata) == []  # the second successful start removed the old copy
+        assert not kept.exists() and mine.exists()
     assert data_dir_major(pgdata) == str(EMBEDDED_MAJOR)
 
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from oscbridge.api.params import Param, convert_args
-from oscbridge.typedefs import Addr
+from oscbridge.store.spool import SpoolError
+from oscbridge.typedefs import Addr, BridgeError, ErrorCode
 
 F = TypeVar("F", bound=Callable[..., Any])
 _ATTR = "_bridge_endpoint"
@@ -103,3 +104,18 @@ def collect(*handlers: object) -> dict[str, Endpoint]:
                 raise ValueError(f"two handlers for {endpoint.address}")
             table[endpoint.address] = endpoint
     return table
+
+
+def failure(exc: Exception) -> tuple[ErrorCode, str] | None:
+    """The error reply of a request that raised: its own BridgeError, `unavailable` when its write could not be
+    made durable (nothing was stored; the client may retry); None for a bug (the caller answers `internal` and
+    logs the traceback)."""
+    if isinstance(exc, BridgeError):
+        return exc.code, exc.message
+    if isinstance(exc, SpoolError):
+        return ErrorCode.UNAVAILABLE, str(exc)
+    return None
+
+
+def internal_error(exc: Exception) -> str:
+    return f"the bridge failed on this request ({type(exc).__name__}); see its log"

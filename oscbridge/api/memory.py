@@ -1,33 +1,31 @@
-"""/bridge/message/*, /bridge/context/search, /bridge/conversation/log and /bridge/snapshot/create.
+"""/bridge/message/*, /bridge/context/search, /bridge/conversation/log and /bridge/snapshot/*.
 
 Writes (`message/save`, `conversation/log`, `snapshot/create`) answer at once with an id made here: the row
 goes to the spool, and the writer puts it into PostgreSQL (so they work while the database is down). Embedding
-is left to the worker. Reads (`message/recent`, `context/search`) first give the writer a moment to commit what
-was accepted before (read-your-writes), then query the current project; with the database down they answer
-`unavailable`. Contract extensions (optional trailing arguments, limits) are in docs/memory.md.
+is left to the worker. Reads (`message/recent`, `snapshot/list`, `context/search`) first give the writer a moment
+to commit what was accepted before (read-your-writes, `api/reads.py`), then query the current project; with the
+database down they answer `unavailable`. Contract extensions (optional trailing arguments, limits) are in
+docs/memory.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-
-import asyncpg
 
 from oscbridge.api.debug import parse_payload
 from oscbridge.api.endpoint import Rows, request
 from oscbridge.api.params import Bool, Int, Str
+from oscbridge.api.reads import reading, settle
 from oscbridge.clock import Clock
 from oscbridge.memory.search import HybridSearch
 from oscbridge.memory.worker import EmbeddingWorker
 from oscbridge.projects import Projects
-from oscbridge.store.db import Database, DatabaseUnavailable
+from oscbridge.store.db import Database
 from oscbridge.store.writer import Writer
 from oscbridge.store.writes import ConversationRow, MessageSave, SnapshotCreate
-from oscbridge.typedefs import BridgeError, ErrorCode, bad_request
+from oscbridge.typedefs import bad_request
 
 ROLES = ("user", "assistant", "system", "producer", "agent")
 CONVERSATION_ROLES = ("user", "producer")
@@ -35,7 +33,6 @@ DISPLAY_TYPES = ("chat", "action", "status")
 MAX_CONTENT = 1 << 20  # characters; a larger text is refused (its keyword index covers the first 200 kB anyway)
 MAX_SUMMARY = 10_000
 MAX_QUERY = 20_000
-FLUSH_TIMEOUT = 1.0
 
 
 def iso(moment: datetime) -> str:
@@ -67,21 +64,6 @@ class MemoryApi:
         """Strictly increasing timestamps, so that created_at order is arrival order."""
         self._last_ts = max(self._clock.time(), self._last_ts + 1e-6)
         return self._last_ts
-
-    async def _flush(self) -> None:
-        """Read-your-writes: give the writer a moment to commit what was accepted before this read."""
-        if self._db.up:
-            await self._writer.flush(FLUSH_TIMEOUT)
-
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection, or the `unavailable` error reply when the database cannot be reached."""
-        try:
-            async with self._db.acquire() as conn:
-                yield conn
-        except DatabaseUnavailable as exc:
-            raise BridgeError(ErrorCode.UNAVAILABLE, "the database is unreachable right now; accepted writes are kept "
-                                             "and stored when it is back, but this read cannot be answered") from exc
 
     # -- writes ------------------------------------------------------------------------------------------------
 
@@ -129,24 +111,41 @@ class MemoryApi:
 
     # -- reads -------------------------------------------------------------------------------------------------
 
-    @request("/bridge/message/recent", Int("limit", default=10, min=1, max=1000))
-    async def recent(self, limit: int) -> Rows:
-        project_id = self._projects.current.id
-        await self._flush()
-        async with self._connection() as conn:
+    @request("/bridge/message/recent", Int("limit", default=10, min=1, max=1000),
+             Bool("session_only", default=False))
+    async def recent(self, limit: int, session_only: bool) -> Rows:
+        """The project's latest messages; with `session_only` (an extension) only the current session's."""
+        project_id, session_id = self._projects.ids()
+        async with reading(self._db, self._writer) as conn:
             rows = await conn.fetch(
                 "SELECT id::text AS id, role, content, COALESCE(model, '') AS model, created_at, is_key_decision "
-                "FROM messages WHERE project_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
-                project_id, limit,
+                "FROM messages WHERE project_id = $1 AND (NOT $3 OR session_id = $4::uuid) "
+                "ORDER BY created_at DESC, id DESC LIMIT $2",
+                project_id, limit, session_only, session_id,
             )
         return Rows([(r["id"], r["role"], r["content"], r["model"], iso(r["created_at"]), int(r["is_key_decision"]))
+                     for r in rows])
+
+    @request("/bridge/snapshot/list", Int("limit", default=50, min=1, max=1000))
+    async def snapshot_list(self, limit: int) -> Rows:
+        """The project's snapshots, newest first (an extension, docs/memory.md): snapshot id, name, description,
+        created at, session id, how many messages it marks."""
+        project_id = self._projects.current.id
+        async with reading(self._db, self._writer) as conn:
+            rows = await conn.fetch(
+                "SELECT id::text AS id, name, COALESCE(description, '') AS description, created_at, "
+                "session_id::text AS session_id, cardinality(message_ids) AS messages "
+                "FROM context_snapshots WHERE project_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
+                project_id, limit,
+            )
+        return Rows([(r["id"], r["name"], r["description"], iso(r["created_at"]), r["session_id"], r["messages"])
                      for r in rows])
 
     @request("/bridge/context/search", Str("query", max_len=MAX_QUERY), Int("limit", default=20, min=1, max=100))
     async def search(self, query: str, limit: int) -> Rows:
         """Without a query vector (Ollama down, slow or blocked) the semantic list is simply left out."""
         project_id = self._projects.current.id
-        vector, _ = await asyncio.gather(self._worker.embed_query(query), self._flush())
-        async with self._connection() as conn:
+        vector, _ = await asyncio.gather(self._worker.embed_query(query), settle(self._db, self._writer))
+        async with reading(self._db) as conn:
             hits = await self._search.run(conn, project_id, query, vector, limit)
         return Rows([(h.id, h.role, h.content, iso(h.created_at), h.score, h.why) for h in hits])

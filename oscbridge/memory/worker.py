@@ -54,6 +54,9 @@ IDLE_POLL = 5.0  # seconds between looks at the database when nothing woke the w
 HEALTH_INTERVAL = 30.0  # while idle and up, re-check Ollama this often so /bridge/status stays honest
 PARK_SECONDS = 600.0
 COMMIT_WAIT = 5.0
+# Seconds between exact counts of a backlog larger than one batch (`memory.backlog`); between counts the number
+# goes down by what was embedded. One count walks the pending-messages index: cheap, but not worth once a batch.
+BACKLOG_RECOUNT = 2.0
 OUTAGE_STATUSES = frozenset({429, 502, 503, 504})
 PROBE_TEXT = "oscbridge embedding probe"
 
@@ -64,6 +67,7 @@ WHERE embedding IS NULL AND embedding_model IS NOT NULL AND NOT (id = ANY($2::uu
 ORDER BY created_at
 LIMIT $1
 """
+_COUNT = "SELECT count(*) FROM messages WHERE embedding IS NULL AND embedding_model IS NOT NULL"
 _STORE = """
 UPDATE messages SET embedding = $2, embedding_model = $3, embedded_at = now()
 WHERE id = $1 AND embedding IS NULL
@@ -104,7 +108,11 @@ class EmbeddingWorker:
         self.schema_ok = False
         self.retargeted = False
         self.embedded = 0
+        # Messages waiting for an embedding: counted at each look at the database, plus those saved since (while
+        # Ollama is down the worker may not look for a minute; `oscbridge status` shows this number).
+        self.backlog = 0
         self.parked: dict[str, float] = {}
+        self._next_count = 0.0
         self._backoff = Backoff(BACKOFF_BASE, settings.embed_retry_max, jitter=True)
         self._next_health = 0.0
         self._seq = 0
@@ -116,10 +124,11 @@ class EmbeddingWorker:
     def notify(self, seq: int) -> None:
         """A message to embed was spooled as write `seq`: look for work once it is committed."""
         self._seq = max(self._seq, seq)
+        self.backlog += 1
         self._wake.set()
 
     def stats(self) -> dict[str, int]:
-        return {"memory.embedded": self.embedded, "memory.parked": len(self.parked)}
+        return {"memory.embedded": self.embedded, "memory.parked": len(self.parked), "memory.backlog": self.backlog}
 
     def up(self) -> bool:
         """Whether Ollama answered the last time it was asked (`/bridge/status`)."""
@@ -230,6 +239,11 @@ class EmbeddingWorker:
         self.parked = {key: until for key, until in self.parked.items() if until > now}
         async with self._db.acquire() as conn:
             rows = await conn.fetch(_FETCH, self.batch_size, list(self.parked), MAX_INPUT_CHARS)
+            if len(rows) < self.batch_size:  # every pending message that is not parked is in this batch
+                self.backlog = len(rows) + len(self.parked)
+            elif now >= self._next_count:
+                self.backlog = await conn.fetchval(_COUNT)
+                self._next_count = now + BACKLOG_RECOUNT
         return [(r["id"], r["content"]) for r in rows]
 
     async def _embed(self, rows: list[tuple[str, str]], probed: bool = False) -> bool:
@@ -246,6 +260,7 @@ class EmbeddingWorker:
             await conn.executemany(_STORE, [(key, vector, self.model) for (key, _), vector in zip(rows, vectors,
                                                                                                   strict=True)])
         self.embedded += len(rows)
+        self.backlog = max(0, self.backlog - len(rows))
         self._set_status("up")
         return True
 

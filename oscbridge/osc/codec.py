@@ -254,12 +254,17 @@ def decode_packet(data: bytes) -> list[Message]:
                                                       "nor a bundle")
 
 
+class Double(float):
+    """A float sent as a 64-bit `d`, where float32's 24 bits are not enough: a Unix time in float32 steps by 128 s."""
+
+
 # Exact types only (bool is not int here); ints go through tag_for for the 32-bit range check.
-_TAG_BY_TYPE: dict[type, str] = {str: "s", float: "f", bytes: "b", bytearray: "b", type(None): "N"}
+_TAG_BY_TYPE: dict[type, str] = {str: "s", float: "f", Double: "d", bytes: "b", bytearray: "b", type(None): "N"}
 
 
 def tag_for(value: Any) -> str:
-    """The OSC type a Python value is sent as: str s, bool T/F, int i (h beyond 32 bits), float f, bytes b."""
+    """The OSC type a Python value is sent as: str s, bool T/F, int i (h beyond 32 bits), float f (Double d),
+    bytes b."""
     tag = _TAG_BY_TYPE.get(type(value))
     if tag is not None:
         return tag

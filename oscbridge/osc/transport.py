@@ -229,12 +229,18 @@ def bind_udp(host: str, port: int, rcvbuf: int) -> socket.socket:
     return sock
 
 
-def bind_tcp(host: str, port: int) -> socket.socket:
+def local_target(host: str) -> str:
+    """Where to reach a socket bound to `host` from this machine (a wildcard address is reached on loopback)."""
+    return "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+
+
+def bind_tcp(host: str, port: int, in_use: str | None = None) -> socket.socket:
+    """A listening TCP socket; `in_use` is the message when the port is taken (by default: the OSC port's)."""
     # IPPROTO_TCP explicitly: asyncio turns Nagle off (TCP_NODELAY) only for sockets created with it, and a
     # list reply of many small messages would otherwise wait ~40 ms for delayed ACKs.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    _bind(sock, host, port, f"TCP port {port} on {host} is already in use: another oscbridge is running.")
+    _bind(sock, host, port, in_use or f"TCP port {port} on {host} is already in use: another oscbridge is running.")
     sock.listen(128)
     sock.setblocking(False)
     return sock

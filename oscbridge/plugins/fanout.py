@@ -11,6 +11,7 @@ computed once per address and cached until the subscriptions change, so the tele
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,8 @@ class Fanout:
         self.subscribers: dict[Addr, Subscriber] = {}
         self._routes: dict[str, tuple[Subscriber, ...]] = {}
         self.dropped = 0
+        # In-process listeners of every event (the web page's live view): called with the address and arguments.
+        self.listeners: list[Callable[[str, list[Any]], None]] = []
 
     def subscribe(self, addr: Addr, pattern: str, now: float) -> None:
         """Adds `pattern` for `addr` (or renews it); raises ValueError for a bad pattern, OSError for a bad host,
@@ -104,10 +107,13 @@ class Fanout:
             sub.sent += 1
 
     def emit(self, address: str, args: list[Any]) -> None:
-        """A `/bridge/event/*` to the subscribers whose patterns match (encoded only if someone listens)."""
+        """A `/bridge/event/*` to the subscribers whose patterns match (encoded only if someone listens), and to
+        every in-process listener."""
         subs = self.route(address)
         if subs:
             self.send(subs, encode_message(address, args))
+        for listener in self.listeners:
+            listener(address, args)
 
     def stats(self) -> dict[str, int]:
         return {"fanout.subscribers": len(self.subscribers), "fanout.dropped": self.dropped,

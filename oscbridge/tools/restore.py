@@ -60,8 +60,12 @@ EXIT_NOT_EMPTY = 4
 EXIT_DAMAGED = 65  # EX_DATAERR
 STAGING = "oscbridge_restore"
 RESTORE_ARGS = ("--no-owner", "--no-privileges", "--exit-on-error")
+# Restoring is mostly building indexes, the messages' HNSW index above all; its graph must fit in
+# maintenance_work_mem or the build slows down: 100,000 768-d messages and 1,000,000 debug rows restored in 146 s
+# with 1 GB, 199 s with 256 MB (bench/bench_backup.py, 2 cores). 1 GB fits the graph of about 300,000 messages.
+# Two jobs build two tables' indexes side by side; on 2 cores that made no difference (144 s with one).
 RESTORE_JOBS = 2
-RESTORE_ENV = {"PGOPTIONS": "-c maintenance_work_mem=256MB"}
+RESTORE_ENV = {"PGOPTIONS": "-c maintenance_work_mem=1GB"}
 SET_ASIDE_BATCH = 1000
 RESTORE_FAILURES: tuple[type[Exception], ...] = (*FAILURES, SpoolError)
 
@@ -105,17 +109,24 @@ async def _restore(settings: Settings, file: Path, force: bool, work: Path, out:
     except Refused as exc:
         print(f"oscbridge: {exc}", file=sys.stderr)
         return exc.code
+    restored = False
     try:
         held = await target.rows_held()
         if not force and (held or spool.pending or spool.rejected_count):
             print(f"oscbridge: {_not_empty(target, held, spool)}", file=sys.stderr)
             return EXIT_NOT_EMPTY
         counts = await target.restore(member_path(work, DUMP), pg_restore, manifest)
+        restored = True
         set_aside = _set_aside(spool, f"set aside by `oscbridge restore --force` of {file.name}; these writes "
                                "were made against the database it replaced") if force else 0
         spooled = _install_spool(spool, member_path(work, SPOOL_WRITES), member_path(work, SPOOL_REJECTED))
     except RESTORE_FAILURES as exc:
-        print(f"oscbridge: the restore failed: {explain(exc, settings.database_url)}", file=sys.stderr)
+        if restored:
+            print(f"oscbridge: the database was restored, but the backup's spool could not be added to "
+                  f"{settings.spool_dir}: {explain(exc, settings.database_url)}. Fix that and restore again with "
+                  "--force", file=sys.stderr)
+        else:
+            print(f"oscbridge: the restore failed: {explain(exc, settings.database_url)}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         spool.close()

@@ -62,7 +62,7 @@ def retry_rejected_command(settings: Settings, wait: float, out: TextIO | None =
 
 async def _ask_owner(owner: dict[str, Any] | None, wait: float, out: TextIO) -> int:
     from oscbridge.client import BridgeClient, BridgeRequestError
-    from oscbridge.tools.doctor import local_target
+    from oscbridge.osc.transport import local_target
 
     pid = (owner or {}).get("pid", "?")
     host, port = (owner or {}).get("host"), (owner or {}).get("port")
