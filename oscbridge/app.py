@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from oscbridge import __version__
 from oscbridge.api.core import CoreApi
 from oscbridge.api.debug import DebugApi
 from oscbridge.api.endpoint import Endpoint, collect
@@ -27,6 +28,7 @@ from oscbridge.api.mapping import MappingApi
 from oscbridge.api.memory import MemoryApi
 from oscbridge.api.plugins import PluginsApi
 from oscbridge.api.project import ProjectApi
+from oscbridge.api.sessions import SessionsApi
 from oscbridge.api.spool import SpoolApi
 from oscbridge.api.storage import StorageApi
 from oscbridge.backoff import Backoff
@@ -45,13 +47,16 @@ from oscbridge.projects import LoadedProjects, Projects, load_projects
 from oscbridge.redact import redact_url
 from oscbridge.router import Router
 from oscbridge.store.backup import BackupSchedule
-from oscbridge.store.core_ops import CORE_OPS
+from oscbridge.store.core_ops import CORE_OPS, repair_parents
 from oscbridge.store.db import CONNECTION_ERRORS, Database, fetch_info
 from oscbridge.store.debug_tail import DebugTail
 from oscbridge.store.embedded import EmbeddedPostgres
+from oscbridge.store.identity import BridgeIdentity, IdentityError, load_identity
+from oscbridge.store.notifications import MappingListener
 from oscbridge.store.retention import Retention
 from oscbridge.store.spool import Spool, SpoolError
 from oscbridge.store.writer import Writer
+from oscbridge.store.writes import BridgeStart
 from oscbridge.web.feed import EventLog, LiveFeed
 from oscbridge.web.guard import Guard
 from oscbridge.web.server import WebServer
@@ -103,6 +108,7 @@ class Parts:
     web: WebServer | None
     embedded: EmbeddedPostgres | None
     recorder: Recorder | None
+    listener: MappingListener
 
 
 class Bridge:
@@ -112,6 +118,7 @@ class Bridge:
         self.settings = settings
         self.clock = clock
         self._parts: Parts | None = None
+        self.identity: BridgeIdentity | None = None  # known once started
         self._embedded: EmbeddedPostgres | None = None
         self._background: list[asyncio.Task[Any]] = []
         self._advertiser: Advertiser | None = None
@@ -172,6 +179,14 @@ class Bridge:
             for sock in sockets:
                 sock.close()
             raise
+        try:
+            identity = load_identity(settings.data_dir, settings.bridge_name)  # with the spool's lock held
+        except IdentityError:
+            spool.close()
+            for sock in sockets:
+                sock.close()
+            raise
+        self.identity = identity
 
         db_kind = "external" if settings.database_url else "embedded"
         url = settings.database_url
@@ -179,30 +194,39 @@ class Bridge:
             self._embedded = EmbeddedPostgres(settings.embedded_pgdata)
             url = await self._embedded.start_async()
             private_dir(settings.data_dir, mode=data_mode)  # the helper opens the dirs above its own (as root)
-        db = Database(url)
+        db = Database(url, direct_url=settings.database_direct_url, pooled=settings.database_pooled)
         loaded, info = await self._load(db)
 
         recorder = _recorder(settings)
         udp = UdpSocket(udp_sock, recorder.record if recorder is not None else None)
-        writer = Writer(db, spool, WRITE_KINDS, clock=clock)
+        writer = Writer(db, spool, WRITE_KINDS, clock=clock, bridge_id=identity.id, repair=repair_parents)
+        first_write = writer.submit(BridgeStart(identity.id, identity.name, socket.gethostname(), __version__,
+                                                clock.time()))
         tail = DebugTail()  # what goes to mission_control_debug, for the web page's traffic view
-        projects = Projects(loaded, writer.submit, clock)
+        projects = Projects(loaded, writer.submit, clock, committed=lambda: spool.committed)
         hub = PluginHub(settings, clock, udp.send, projects, writer.submit, tail.tap(writer.submit_best_effort),
-                        _pool_loader(db, writer))
+                        _pool_loader(db, writer, identity.id))
+        # Mapping changes of the other bridges on this database (docs/bridge-api-notes.md), and events of them all.
+        # LISTEN needs a connection straight to PostgreSQL: a transaction pooler does not keep it.
+        listener = MappingListener(db.direct_url, identity.id, projects.reload_mappings, lambda: spool.committed)
+        projects.listeners.append(hub.fanout.emit)
+        projects.switched.append(listener.request)
+        listener.reload_after(first_write)  # the mapping writes the last run left in the spool come before it
         memory = EmbeddingWorker(settings, db, writer)
         database = str(self._embedded.pgdata) if self._embedded else redact_url(url)
         apis = [CoreApi(clock, hub.registry, writer, db, memory.up, self._stats), ProjectApi(projects),
                 MappingApi(projects, hub.registry), DebugApi(projects, tail, clock, db, writer),
-                SpoolApi(writer), PluginsApi(hub, clock), StorageApi(db),
+                SpoolApi(writer, retried=listener.reload_after), PluginsApi(hub, clock), StorageApi(db),
                 HealthApi(clock, database, db, writer, memory, hub.registry, self._stats),
-                MemoryApi(projects, writer, db, memory, HybridSearch(settings.hnsw_ef_search), clock)]
+                MemoryApi(projects, writer, db, memory, HybridSearch(settings.hnsw_ef_search), clock),
+                SessionsApi(projects, db, writer)]
         endpoints = collect(*apis)
         router = Router(endpoints, hub.plugin_handlers(), udp)
         tcp = TcpServer(router.on_tcp, _tcp_limits(settings))
         retention = Retention(db, settings.debug_retention_days, settings.retention_interval, clock)
         web = None if http_sock is None else _web_server(settings, endpoints, tail, hub, clock)
         self._parts = Parts(spool, db, writer, projects, hub, memory, router, udp, tcp, retention, web,
-                            self._embedded, recorder)
+                            self._embedded, recorder, listener)
 
         writer.start()
         await udp.start(router.on_udp)
@@ -213,24 +237,29 @@ class Bridge:
         await hub.start()
         memory.start()
         retention.start()
+        listener.start()
         if not db.up:
             self._background.append(asyncio.get_running_loop().create_task(self._reconnect(db, writer)))
         if settings.backup_every > 0:  # docs/backup.md; pg_dump runs as a subprocess, off the receive path
-            backups = BackupSchedule(db.url, settings.spool_dir, settings.backups_dir, settings.backup_every,
+            backups = BackupSchedule(db.direct_url, settings.spool_dir, settings.backups_dir, settings.backup_every,
                                      settings.backup_keep, db_kind, clock)
             self._background.append(asyncio.get_running_loop().create_task(backups.run(), name="oscbridge-backups"))
         # Everything allocated so far (modules, schema text, pools) lives as long as the daemon: moving it out of
         # the collector's reach keeps full collections, which run on the receive path, short.
         gc.freeze()
-        log.info("ready", host=settings.host, port=settings.osc_port, web=self.web_url, database=db_kind,
-                 database_up=db.up, **info)
+        log.info("ready", host=settings.host, port=settings.osc_port, web=self.web_url, bridge=identity.name,
+                 bridge_id=identity.id, database=db_kind, database_up=db.up, **info)
+        if spool.rejected_count:
+            log.warning("rejected_writes_waiting", count=spool.rejected_count, kept_in=str(spool.rejected_path),
+                        hint="PostgreSQL refused these writes for good: read why in that file, fix the cause, "
+                             "then run `oscbridge spool retry-rejected`")
 
     def _stats(self) -> dict[str, int]:
         """`/bridge/stats`: every part's own counters."""
         parts = self.parts
         values: dict[str, int] = {}
         for part in (parts.router, parts.udp, parts.tcp, parts.hub, parts.writer, parts.memory, parts.retention,
-                     parts.web):
+                     parts.web, parts.listener):
             if part is not None:
                 values.update(part.stats())
         return values
@@ -290,7 +319,7 @@ class Bridge:
         if parts.web is not None:
             await parts.web.close()
         for name, stop in (("retention", parts.retention.stop), ("memory", parts.memory.stop),
-                           ("plugin hub", parts.hub.stop)):
+                           ("plugin hub", parts.hub.stop), ("mapping listener", parts.listener.stop)):
             try:
                 await asyncio.wait_for(stop(), COMPONENT_STOP_TIMEOUT)
             except Exception as exc:
@@ -332,7 +361,8 @@ def _web_server(settings: Settings, endpoints: dict[str, Endpoint], tail: DebugT
     events = EventLog(clock)
     hub.fanout.listeners.append(events.add)
     guard = Guard(settings.host, settings.http_port, load_or_create_token(settings.data_dir))
-    return WebServer(endpoints, LiveFeed(endpoints, tail, events), guard, (settings.host, settings.osc_port))
+    return WebServer(endpoints, LiveFeed(endpoints, tail, events), guard, (settings.host, settings.osc_port),
+                     mcp_allow_control=settings.mcp_allow_control)
 
 
 def _advertiser(settings: Settings) -> Advertiser | None:
@@ -363,7 +393,7 @@ def _recorder(settings: Settings) -> Recorder | None:
     return Recorder(settings.record)
 
 
-def _pool_loader(db: Database, writer: Writer) -> Callable[[], Awaitable[StoredPool | None]]:
+def _pool_loader(db: Database, writer: Writer, bridge_id: str) -> Callable[[], Awaitable[StoredPool | None]]:
     """What re-adoption reads at start: the instances stored as live and the running quarantines, after what the
     previous run spooled has landed (None when the database cannot be read)."""
 
@@ -373,7 +403,7 @@ def _pool_loader(db: Database, writer: Writer) -> Callable[[], Awaitable[StoredP
         try:
             await writer.flush(2.0)
             async with db.acquire() as conn:
-                return await load_pool(conn)
+                return await load_pool(conn, bridge_id)
         except CONNECTION_ERRORS as exc:
             log.warning("plugin_pool_not_loaded", error=str(exc)[:300])
             return None

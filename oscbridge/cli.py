@@ -18,6 +18,7 @@ from oscbridge.config import ConfigError, Settings
 from oscbridge.flags import add_settings_flags, settings_from
 from oscbridge.logs import configure_logging, get_logger
 from oscbridge.osc.transport import PortInUse
+from oscbridge.store.db import DatabaseRefused
 from oscbridge.store.schema import SchemaError
 from oscbridge.store.spool import SpoolError, SpoolLocked
 from oscbridge.watchdog import Watchdog, exit_stalled
@@ -85,6 +86,11 @@ async def serve(settings: Settings, install_signals: bool = True) -> int:
         print(f"oscbridge: {exc}", file=sys.stderr)
         await bridge.stop()
         return EXIT_CONFIG
+    except DatabaseRefused as exc:  # a TLS certificate, a refused login, a missing right: docs/studio.md
+        log.error("database_refused", error=str(exc))
+        print(f"oscbridge: {exc}", file=sys.stderr)
+        await bridge.stop()
+        return EXIT_CONFIG
     embedded = bridge.embedded
     watchdog = _start_watchdog(settings.watchdog_timeout, embedded.stop_now if embedded is not None else None)
     await stop.wait()
@@ -106,7 +112,7 @@ def _start_watchdog(timeout: float, before_exit: Callable[[], None] | None) -> W
 
 def cmd_serve(ns: argparse.Namespace) -> int:
     settings = settings_from(ns, record=ns.record, log_file=ns.log_file, log_level=ns.log_level,
-                             advertise=ns.advertise, log_format=ns.log_format)
+                             advertise=ns.advertise, log_format=ns.log_format, bridge_name=ns.bridge_name)
     configure_logging(settings.log_level, settings.log_file, settings.log_format)
     _use_uvloop()
     return asyncio.run(serve(settings))
@@ -131,7 +137,8 @@ TOOLS: dict[str, Tool] = {
                    "Lines and Markdown"),
     "doctor": Tool("oscbridge.tools.doctor", "check the database, pgvector, schema, Ollama, the OSC port, disk, "
                    "spool, file permissions and launchd"),
-    "db": Tool("oscbridge.tools.db", "database helpers: `db url`"),
+    "db": Tool("oscbridge.tools.db", "database helpers: `db url`, `db init` (roles for a shared PostgreSQL), "
+               "`db upgrade` (schema migrations as the owner)"),
     "backup": Tool("oscbridge.tools.backup", "write a backup of the database and the spool to one file, while the "
                    "bridge runs or not"),
     "restore": Tool("oscbridge.tools.restore", "restore a backup into an empty data dir or a named database"),
@@ -148,6 +155,8 @@ TOOLS: dict[str, Tool] = {
                    "message was found"),
     "calibrate": Tool("oscbridge.tools.terminal.calibrate", "tone, probe, assign: learn which plugin is on which "
                       "track, step by step"),
+    "mcp": Tool("oscbridge.tools.mcp", "serve the running bridge to an AI assistant as an MCP server on stdio "
+                "(docs/mcp.md)"),
 }
 
 
@@ -172,6 +181,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--advertise", action="store_true", default=None,
                    help="announce OSCQuery (_oscjson._tcp) and OSC (_osc._udp) over mDNS; the network hears it only "
                         "with --host 0.0.0.0")
+    p.add_argument("--bridge-name", help="this bridge's name among the bridges sharing a database (default: the "
+                   "host name; docs/studio.md)")
     p.set_defaults(func=cmd_serve)
 
     chosen = _command_in(argv)

@@ -98,8 +98,21 @@ class Settings:
     # Announce the OSCQuery server (`_oscjson._tcp`, on http_port) and the OSC port (`_osc._udp`) over mDNS, on
     # the interfaces `host` covers (docs/oscquery.md); off by default, and LAN discovery needs host 0.0.0.0.
     advertise: bool = False
+    # The MCP server at /mcp on the web port (docs/mcp.md) offers the tools that act (set a plugin's GAIN, the
+    # calibration tone, save messages, snapshots) only when this is true; it only reads otherwise. `oscbridge mcp`
+    # on stdio has its own flag, --allow-control.
+    mcp_allow_control: bool = False
     data_dir: Path = field(default_factory=default_data_dir)
     database_url: str | None = None
+    # A studio's shared PostgreSQL (docs/studio.md). `database_direct_url` reaches PostgreSQL itself, for schema
+    # changes, change notifications (LISTEN) and backups; it is needed when database_url goes through a
+    # transaction pooler, which `database_pooled` says (PgBouncer pool_mode = transaction: no prepared statements,
+    # no session state). Without it, database_url serves for everything.
+    database_direct_url: str | None = None
+    database_pooled: bool = False
+    # This bridge's readable name among the bridges that share a database (docs/studio.md); the host name when
+    # not given. Its id is made at the first start and kept in <data_dir>/bridge.json.
+    bridge_name: str | None = None
     ollama_url: str = "http://127.0.0.1:11434"
     embed_model: str = "nomic-embed-text"
     embed_dim: int = 768
@@ -179,6 +192,12 @@ class Settings:
     tcp_slow_close: float = 5.0
 
     @property
+    def direct_database_url(self) -> str | None:
+        """The URL that reaches PostgreSQL itself (not through a pooler): database_direct_url, else database_url;
+        None for the embedded server."""
+        return self.database_direct_url or self.database_url
+
+    @property
     def spool_dir(self) -> Path:
         return self.data_dir / "spool"
 
@@ -218,6 +237,14 @@ class Settings:
             raise ConfigError(f"plugin bootstrap ports {self.ephemeral_base}..{last_bootstrap} (ephemeral_base, "
                               "every ephemeral_step, ephemeral_count of them) must lie in 1..65535",
                               ("ephemeral_base", "ephemeral_step", "ephemeral_count"))
+        if (self.database_pooled or self.database_direct_url) and not self.database_url:
+            raise ConfigError("database_pooled and database_direct_url apply to a database_url; the embedded server "
+                              "needs neither", ("database_pooled", "database_direct_url", "database_url"))
+        if self.database_pooled and not self.database_direct_url:
+            raise ConfigError("database_pooled = true needs database_direct_url, the URL that reaches PostgreSQL "
+                              "itself: through a transaction pooler the schema changes (a session-level lock), change "
+                              "notifications (LISTEN) and backups (pg_dump) do not work (docs/studio.md)",
+                              ("database_pooled", "database_direct_url"))
         if self.spool_max_bytes < 64 * 1024:
             raise ConfigError(f"spool_max_bytes must be at least 65536 (64 KiB), not {self.spool_max_bytes}",
                               ("spool_max_bytes",))

@@ -5,20 +5,38 @@ PostgreSQL is the truth that survives restarts: at start the bridge loads the pr
 change the spool refuses (SpoolError: the disk is full) leaves memory as it was and the client is told so.
 Mapping queries are answered from memory. Project ids are derived from the name (uuid5, the same function as the
 SQL interface's `get_or_create_project`), so the bridge knows a project's id even while the database is down.
+
+Several bridges may share the database: the mapping changes of the others come in through
+`store/notifications.py`, which reads the current rows again and hands them to `reload_mappings`. This bridge's own
+mapping changes that the writer has not committed yet are kept here, with their spool sequence numbers, and are
+re-applied on top of those rows, in order, so that a reload never undoes a change a client was told is done. Every
+mapping that changes, here or elsewhere, is told to `listeners` as `/bridge/event/mapping`.
 """
 
 from __future__ import annotations
 
+import math
 import uuid
+from collections import deque
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 
 from oscbridge.clock import Clock
+from oscbridge.protocol import EVENT_MAPPING
+from oscbridge.store.notifications import MappingRow, current_mappings
 from oscbridge.store.writes import MappingClear, MappingSet, ProjectTouch, SessionStart, Submit
 
 PROJECT_NAMESPACE = uuid.UUID("6f1c1f7e-5c1b-4d5e-9a57-0b6d2f3c4e11")
 DEFAULT_PROJECT = "Default Project"
+# This bridge's mapping changes kept until the writer has committed them. Beyond this many (a writer held up for
+# long under a flood of /bridge/mapping/set), the oldest are let go and reloads wait until the writer is past them.
+MAX_UNSAVED = 10_000
+
+MappingOp = MappingSet | MappingClear
+Emit = Callable[[str, list[Any]], None]
 
 
 def project_id_for(name: str) -> str:
@@ -30,6 +48,9 @@ class TrackMapping:
     track_number: int
     track_name: str
     plugin_id: str
+    # When it was assigned (seconds since the epoch): a clear retires what was assigned up to its own time, as the
+    # database does (core_ops._apply_mapping_clear). Not part of what the mapping is.
+    assigned_at: float = field(default=0.0, compare=False)
 
 
 @dataclass
@@ -51,11 +72,20 @@ class Project:
         self.by_track[mapping.track_number] = mapping
         self.by_plugin[mapping.plugin_id] = mapping
 
-    def clear(self) -> int:
-        count = len(self.by_track)
-        self.by_track.clear()
-        self.by_plugin.clear()
-        return count
+    def clear(self, until: float = math.inf) -> int:
+        """Removes the mappings assigned up to `until`; returns how many."""
+        gone = [m for m in self.by_track.values() if m.assigned_at <= until]
+        for mapping in gone:
+            del self.by_track[mapping.track_number]
+            del self.by_plugin[mapping.plugin_id]
+        return len(gone)
+
+    def apply(self, op: MappingOp) -> None:
+        """A mapping write, as the writer applies it to the database (core_ops)."""
+        if isinstance(op, MappingSet):
+            self.set_mapping(TrackMapping(op.track_number, op.track_name, op.plugin_id, op.ts))
+        else:
+            self.clear(op.ts)
 
     def mappings(self) -> list[TrackMapping]:
         return [self.by_track[n] for n in sorted(self.by_track)]
@@ -81,25 +111,36 @@ async def load_projects(conn: asyncpg.Connection) -> LoadedProjects:
         project = Project(row["id"], row["name"], row["path"])
         loaded.projects[project.name] = project
         by_id[project.id] = project
-    mappings = await conn.fetch(
-        "SELECT project_id::text, track_number, track_name, plugin_id FROM track_assignments WHERE is_current"
-    )
-    for row in mappings:
-        owner = by_id.get(row["project_id"])
+    for mapping in await current_mappings(conn):
+        owner = by_id.get(mapping.project_id)
         if owner is not None:
-            owner.set_mapping(TrackMapping(row["track_number"], row["track_name"], row["plugin_id"]))
+            owner.set_mapping(_mapping(mapping))
     loaded.latest = rows[0]["name"] if rows else None
     return loaded
 
 
+def _mapping(row: MappingRow) -> TrackMapping:
+    return TrackMapping(row.track_number, row.track_name, row.plugin_id, row.assigned_at)
+
+
 class Projects:
     """The known projects, the current one and its session. Complete when built: it resumes the project opened
-    last (or "Default Project") in a new session at once, so there is always a current project."""
+    last (or "Default Project") in a new session at once, so there is always a current project.
 
-    def __init__(self, loaded: LoadedProjects, submit: Submit, clock: Clock) -> None:
+    `committed` gives the writer's committed sequence number (the spool's); with it, this bridge's mapping changes
+    are kept until they are committed, for `reload_mappings`. `listeners` are told each mapping that changes
+    (`/bridge/event/mapping`), `switched` the id of each project that becomes current."""
+
+    def __init__(self, loaded: LoadedProjects, submit: Submit, clock: Clock,
+                 committed: Callable[[], int] | None = None) -> None:
         self._projects = loaded.projects
         self._submit = submit
         self._clock = clock
+        self._committed = committed
+        self._unsaved: deque[tuple[int, MappingOp]] = deque()  # (spool sequence number, write), oldest first
+        self._unsaved_lost = 0  # the newest sequence number let go past MAX_UNSAVED
+        self.listeners: list[Emit] = []
+        self.switched: list[Callable[[str], None]] = []
         self.session_id = ""
         self._current = self._project(loaded.latest or DEFAULT_PROJECT)
         self._start_session(self._current, "")
@@ -135,19 +176,83 @@ class Projects:
         self._submit(SessionStart(project.id, project.name, logic_path or project.logic_path, session_id,
                                   self.session_id or None, self._clock.time()))
         self._current, self.session_id = project, session_id
+        for hook in self.switched:
+            hook(project.id)
 
     def set_mapping(self, track_number: int, track_name: str, plugin_id: str) -> None:
         """Maps track `track_number` ("name") to `plugin_id` in the current project: queued, then in memory. Used by
         /bridge/mapping/set and by calibration once a plugin confirmed its track id."""
         project = self._current
-        self._submit(MappingSet(str(uuid.uuid4()), project.id, self.session_id, track_number, track_name, plugin_id,
-                                self._clock.time()))
-        project.set_mapping(TrackMapping(track_number, track_name, plugin_id))
+        self._change(project, MappingSet(str(uuid.uuid4()), project.id, self.session_id, track_number, track_name,
+                                         plugin_id, self._clock.time()))
 
     def clear_mappings(self) -> int:
+        """Retires the current project's mappings; returns how many there were."""
         project = self._current
-        self._submit(MappingClear(project.id, self._clock.time()))
-        return project.clear()
+        count = len(project.by_track)
+        self._change(project, MappingClear(project.id, self._clock.time()))
+        return count - len(project.by_track)
+
+    def _change(self, project: Project, op: MappingOp) -> None:
+        seq = self._submit(op)  # SpoolError: nothing stored, memory stays as it was
+        if self._committed is not None:
+            self._forget(self._committed())
+            self._unsaved.append((seq, op))
+            if len(self._unsaved) > MAX_UNSAVED:
+                self._unsaved_lost = self._unsaved.popleft()[0]
+        before = dict(project.by_track) if self.listeners else {}
+        project.apply(op)
+        self._emit(project, before)
+
+    def _forget(self, committed: int) -> None:
+        """Lets go of the changes the writer has committed."""
+        while self._unsaved and self._unsaved[0][0] <= committed:
+            self._unsaved.popleft()
+
+    def _emit(self, project: Project, before: dict[int, TrackMapping]) -> None:
+        """`/bridge/event/mapping` (project id, track number, track name, plugin id) for each track whose mapping
+        changed; a track left without one gives "" as name and plugin id."""
+        after = project.by_track
+        for number in sorted(before.keys() | after.keys()) if self.listeners else ():
+            old, new = before.get(number), after.get(number)
+            if old != new:
+                args = [project.id, number, new.track_name if new else "", new.plugin_id if new else ""]
+                for listener in self.listeners:
+                    listener(EVENT_MAPPING, args)
+
+    def reload_mappings(self, rows: list[MappingRow], project_ids: Collection[str] | None,
+                        committed: int) -> dict[str, int]:
+        """Takes the current mappings read from the database for `project_ids` (None: every project) and makes
+        them the known projects' mappings, with this bridge's changes after sequence number `committed` (read
+        before the rows, so every earlier one is in them) applied on top in order. Projects not known here are
+        left alone; they are read when they become current (`switched`).
+
+        Returns the projects whose mappings include re-applied changes, each with the sequence number of the last
+        one: such a change may have been committed while the rows were read, after a change of another bridge
+        that it now hides, so the project is to be read once more when the writer has committed that far."""
+        self._forget(committed)
+        by_id = {project.id: project for project in self._projects.values()}
+        targets = list(by_id.values()) if project_ids is None else [by_id[i] for i in project_ids if i in by_id]
+        if committed < self._unsaved_lost:  # changes let go are not in the rows yet: keep what memory has
+            return {project.id: self._unsaved_lost for project in targets}
+        fresh: dict[str, list[MappingRow]] = {}
+        for row in rows:
+            fresh.setdefault(row.project_id, []).append(row)
+        unsaved: dict[str, list[tuple[int, MappingOp]]] = {}
+        for seq, op in self._unsaved:
+            unsaved.setdefault(op.project_id, []).append((seq, op))
+        again: dict[str, int] = {}
+        for project in targets:
+            rebuilt = Project(project.id, project.name)
+            for row in fresh.get(project.id, ()):
+                rebuilt.set_mapping(_mapping(row))
+            for seq, op in unsaved.get(project.id, ()):
+                rebuilt.apply(op)
+                again[project.id] = seq
+            before = project.by_track
+            project.by_track, project.by_plugin = rebuilt.by_track, rebuilt.by_plugin
+            self._emit(project, before)
+        return again
 
     def mapping_for(self, plugin_id: str) -> TrackMapping | None:
         return self._current.by_plugin.get(plugin_id)

@@ -31,6 +31,10 @@ CHAT_RESPONSE: Final = "/aiplayer/chat/response"
 PLUGIN_SENDS: Final = (REQUEST_PORT, PORT_CONFIRMED, UUID_CONFIRMED, TELEMETRY, RMS, RMS_RESPONSE, TONE_STARTED,
                        TONE_STOPPED, CHAT_REQUEST)
 
+# The plugin's parameters (set_parameter ,sf; section 2.2 A7): GAIN is the only one, in dB, -60 to 0 in steps
+# of 0.1 (the plugin clamps what lies outside)
+PARAMETERS: Final = {"GAIN": (-60.0, 0.0)}
+
 # Type tags the plugin sends (a trailing extra argument is tolerated, as the app did)
 TELEMETRY_TAGS: Final = "sfffff"  # track id, rms (linear), four band levels (dB)
 RMS_TAGS: Final = "sf"
@@ -44,3 +48,4 @@ EPHEMERAL_COUNT: Final = 100
 EVENT_PLUGIN: Final = "/bridge/event/plugin"
 EVENT_CHAT_REQUEST: Final = "/bridge/event/chat_request"
 EVENT_ASSIGNED: Final = "/bridge/event/assigned"
+EVENT_MAPPING: Final = "/bridge/event/mapping"  # project id, track number, track name, plugin id ("" when cleared)

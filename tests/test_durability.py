@@ -152,8 +152,8 @@ async def test_bridge_starts_and_serves_when_the_database_is_unreachable(tmp_pat
         async with await BridgeClient.connect("127.0.0.1", bridge.port) as client:
             assert (await client.call("/bridge/project/current"))[0] == "Default Project"
             await client.call("/bridge/mapping/set", 1, "Kick", "TR1")
-            # The session start and the mapping are spooled; the database is reported down.
-            assert (await client.call("/bridge/status"))[2:5] == [0, 2, 0]
+            # The bridge's registration, the session start and the mapping are spooled; the database is down.
+            assert (await client.call("/bridge/status"))[2:5] == [0, 3, 0]
             try:
                 await client.call("/bridge/mapping/track", "TR1")
             except BridgeRequestError as exc:  # pragma: no cover - makes a failure readable

@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("oscbridge.projects",),
     ("oscbridge.plugins", "oscbridge.memory"),
     ("oscbridge.api",),
-    ("oscbridge.router", "oscbridge.web"),
+    ("oscbridge.router", "oscbridge.web", "oscbridge.mcp"),
     ("oscbridge.app",),
     ("oscbridge.cli", "oscbridge.client", "oscbridge.__main__", "oscbridge.tools"),
 ]

@@ -165,6 +165,18 @@ async def test_page_without_the_token_reads_but_cannot_change_or_see_traffic(web
             assert (await response.json())["authorized"] is True
 
 
+async def test_text_osc_cannot_carry_is_refused_before_it_is_acknowledged(web_bridge: Bridge) -> None:
+    """JSON can hold NUL and unpaired surrogates; OSC and PostgreSQL cannot: refused, never acknowledged."""
+    appended = web_bridge.parts.spool.appended
+    async with aiohttp.ClientSession() as http:
+        for text in ("a\u0000b", "half \ud800 a pair"):
+            status, answer = await post(http, web_bridge, "/bridge/message/save", "user", text,
+                                        token=token_of(web_bridge))
+            assert status == 400 and "argument 2 holds a NUL character or an unpaired surrogate" in \
+                answer["error"]["message"]
+    assert web_bridge.parts.spool.appended == appended  # nothing was accepted
+
+
 async def test_subscriptions_are_not_offered_over_http(web_bridge: Bridge) -> None:
     async with aiohttp.ClientSession() as http:
         status, answer = await post(http, web_bridge, "/bridge/subscribe", 9000, "/*", token=token_of(web_bridge))

@@ -1,8 +1,9 @@
 """The plugin hub's writes: instance rows (the pool as handed out) and port quarantine, and their load at start.
 
 Debug traffic rows use the foundation's `debug_row` kind (COPY, idempotent by id). Both appliers here are
-idempotent upserts keyed by instance id or port, and an older operation never overwrites a newer row, so a spool
-replay after a crash is harmless.
+idempotent upserts keyed by instance id or by (bridge, port), and an older operation never overwrites a newer row,
+so a spool replay after a crash is harmless. Rows are this bridge's (their `bridge_id` comes from the writer's
+transaction setting, schema migration 0003); rows from before bridge ids (NULL) are taken as this bridge's too.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ async def _apply_instances(conn: asyncpg.Connection, ops: list[PluginInstanceRow
                 """
                 UPDATE plugin_instances SET state = 'gone', updated_at = $3
                 WHERE port = $1 AND instance_id <> $2 AND state IN ('assigned', 'bound', 'identified')
+                  AND (bridge_id = oscbridge_current_bridge() OR bridge_id IS NULL)
                 """,
                 op.port, op.instance_id, at,
             )
@@ -36,7 +38,8 @@ async def _apply_instances(conn: asyncpg.Connection, ops: list[PluginInstanceRow
                                           response_port, first_seen, last_seen, updated_at)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
             ON CONFLICT (instance_id) DO UPDATE
-               SET port = EXCLUDED.port, state = EXCLUDED.state, plugin_id = EXCLUDED.plugin_id,
+               SET bridge_id = EXCLUDED.bridge_id, port = EXCLUDED.port, state = EXCLUDED.state,
+                   plugin_id = EXCLUDED.plugin_id,
                    sender_host = EXCLUDED.sender_host, sender_port = EXCLUDED.sender_port,
                    response_port = EXCLUDED.response_port,
                    last_seen = greatest(plugin_instances.last_seen, EXCLUDED.last_seen),
@@ -52,7 +55,8 @@ async def _apply_quarantine(conn: asyncpg.Connection, ops: list[PortQuarantineRo
     await conn.executemany(
         """
         INSERT INTO port_quarantine (port, reason, since, until) VALUES ($1, $2, $3, $4)
-        ON CONFLICT (port) DO UPDATE SET reason = EXCLUDED.reason, since = EXCLUDED.since, until = EXCLUDED.until
+        ON CONFLICT (bridge_id, port) DO UPDATE
+           SET reason = EXCLUDED.reason, since = EXCLUDED.since, until = EXCLUDED.until
          WHERE port_quarantine.since <= EXCLUDED.since
         """,
         [(op.port, op.reason, ts_to_dt(op.since), ts_to_dt(op.until)) for op in ops],
@@ -76,15 +80,19 @@ class StoredInstance:
     first_seen: float
 
 
-async def load_pool(conn: asyncpg.Connection) -> tuple[list[StoredInstance], list[Quarantine]]:
-    """The instances that held a port when the last bridge stopped, and the quarantines still running."""
+async def load_pool(conn: asyncpg.Connection, bridge_id: str) -> tuple[list[StoredInstance], list[Quarantine]]:
+    """This bridge's instances that held a port when it last stopped, and its quarantines still running (other
+    bridges' plugins on the same database are on other machines)."""
     rows = await conn.fetch(
         """
         SELECT instance_id, port, state, COALESCE(plugin_id, '') AS plugin_id, sender_host, sender_port,
                response_port, extract(epoch FROM first_seen)::float8 AS first_seen
-        FROM plugin_instances WHERE state IN ('assigned', 'bound', 'identified') AND port IS NOT NULL
+        FROM plugin_instances
+        WHERE state IN ('assigned', 'bound', 'identified') AND port IS NOT NULL
+          AND (bridge_id = $1 OR bridge_id IS NULL)
         ORDER BY updated_at
-        """
+        """,
+        bridge_id,
     )
     instances = [
         StoredInstance(r["instance_id"], r["port"], r["state"], r["plugin_id"],
@@ -96,7 +104,8 @@ async def load_pool(conn: asyncpg.Connection) -> tuple[list[StoredInstance], lis
         Quarantine(r["port"], r["reason"], r["since"], r["until"])
         for r in await conn.fetch(
             "SELECT port, reason, extract(epoch FROM since)::float8 AS since, extract(epoch FROM until)::float8 "
-            "AS until FROM port_quarantine WHERE until > now()"
+            "AS until FROM port_quarantine WHERE until > now() AND (bridge_id = $1 OR bridge_id IS NULL)",
+            bridge_id,
         )
     ]
     return instances, quarantine

@@ -11,12 +11,33 @@ from typing import Any
 import asyncpg
 
 from oscbridge.store.writer import OpKind, copy_idempotent, ts_to_dt
-from oscbridge.store.writes import DebugRow, MappingClear, MappingSet, ProjectTouch, SessionStart
+from oscbridge.store.writes import (
+    BridgeStart,
+    DebugRow,
+    MappingClear,
+    MappingSet,
+    ProjectTouch,
+    SessionStart,
+    WriteOp,
+)
+
+
+async def _apply_bridge_start(conn: asyncpg.Connection, ops: list[BridgeStart]) -> None:
+    for op in ops:
+        await conn.execute(
+            """
+            INSERT INTO bridges (id, name, host, version, first_seen, last_seen) VALUES ($1, $2, $3, $4, $5, $5)
+            ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, host = EXCLUDED.host, version = EXCLUDED.version,
+                   last_seen = greatest(bridges.last_seen, EXCLUDED.last_seen)
+            """,
+            op.bridge_id, op.name, op.host, op.version, ts_to_dt(op.ts),
+        )
 
 
 async def _apply_session_start(conn: asyncpg.Connection, ops: list[SessionStart]) -> None:
-    """Upserts the project and starts its session, ending the previous session of the bridge and any other
-    active session of this project that started earlier."""
+    """Upserts the project and starts this bridge's session in it, ending the bridge's previous session and its
+    other active session of this project that started earlier (and one made without a bridge). Sessions of other
+    bridges on the same project are theirs: each bridge has its own active session per project."""
     for op in ops:
         at = ts_to_dt(op.ts)
         await conn.execute(
@@ -26,7 +47,9 @@ async def _apply_session_start(conn: asyncpg.Connection, ops: list[SessionStart]
             ON CONFLICT (id) DO UPDATE
                SET last_opened_at = greatest(projects.last_opened_at, EXCLUDED.last_opened_at),
                    logic_project_path = COALESCE(EXCLUDED.logic_project_path, projects.logic_project_path),
-                   deleted_at = NULL
+                   deleted_at = NULL,
+                   name = CASE WHEN projects.name = recovered_name(projects.id) THEN EXCLUDED.name
+                               ELSE projects.name END
             """,
             op.project_id, op.name, op.logic_path, at,
         )
@@ -34,6 +57,7 @@ async def _apply_session_start(conn: asyncpg.Connection, ops: list[SessionStart]
             """
             UPDATE sessions SET is_active = false, ended_at = greatest(started_at, $3)
             WHERE is_active AND started_at <= $3 AND id <> $2 AND (project_id = $1 OR id = $4)
+              AND (bridge_id = oscbridge_current_bridge() OR bridge_id IS NULL)
             """,
             op.project_id, op.session_id, at, op.previous_session_id,
         )
@@ -91,6 +115,7 @@ async def _apply_mapping_clear(conn: asyncpg.Connection, ops: list[MappingClear]
         )
 
 
+FOREIGN_KEY_VIOLATION = "23503"
 DEBUG_COLUMNS = ("id", "project_id", "session_id", "sender", "receiver", "message_type", "content", "payload",
                  "severity", "parent_message_id", "created_at")
 
@@ -105,7 +130,28 @@ async def _apply_debug_rows(conn: asyncpg.Connection, ops: list[DebugRow]) -> No
     await copy_idempotent(conn, "mission_control_debug", DEBUG_COLUMNS, records)
 
 
+async def repair_parents(conn: asyncpg.Connection, op: WriteOp, exc: BaseException) -> bool:
+    """When `op` was refused because its project or session row is missing (a foreign key), makes them: the
+    project under its recovered name, the session as an ended one of this bridge. True when something was made,
+    so that the writer applies `op` again; False when this is not such a refusal (or nothing was missing)."""
+    project_id, session_id = getattr(op, "project_id", None), getattr(op, "session_id", None)
+    if getattr(exc, "sqlstate", None) != FOREIGN_KEY_VIOLATION or project_id is None or session_id is None:
+        return False
+    at = ts_to_dt(getattr(op, "ts", 0.0))
+    made_project = await conn.fetchval(
+        "INSERT INTO projects (id, name) VALUES ($1, recovered_name($1)) ON CONFLICT (id) DO NOTHING RETURNING true",
+        project_id)
+    made_session = await conn.fetchval(
+        """
+        INSERT INTO sessions (id, project_id, started_at, ended_at, is_active) VALUES ($1, $2, $3, $3, false)
+        ON CONFLICT (id) DO NOTHING RETURNING true
+        """,
+        session_id, project_id, at)
+    return bool(made_project or made_session)
+
+
 CORE_OPS: tuple[OpKind[Any], ...] = (
+    OpKind(BridgeStart, _apply_bridge_start),
     OpKind(SessionStart, _apply_session_start),
     OpKind(ProjectTouch, _apply_project_touch),
     OpKind(MappingSet, apply_mapping_set),

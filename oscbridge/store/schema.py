@@ -6,6 +6,13 @@ in order, each in its own transaction, under one advisory lock held for the whol
 starting at once on one database upgrade it once, and each recorded in `schema_version` with its name. A database
 whose recorded version is newer than this bridge knows is refused with a message saying so.
 
+The lock is a session-level advisory lock held across the migrations' transactions, so `apply_schema` needs a
+connection to PostgreSQL itself, never one through a transaction pooler (which may run each transaction on another
+server connection): `Database` gives it `database_direct_url` (docs/studio.md).
+
+A role that may not change the schema (the bridge role of `oscbridge db init`, which only reads and writes the
+tables) gets a SchemaError that names the migration waiting and the command that applies it as the owner.
+
 schema.sql is idempotent and was applied at every start by the first releases (version 1). It is applied again only
 to a database still at version 1 (that is how those releases kept its functions current); from version 2 on, every
 change is a migration, so that a later change (a dropped index, a changed view) is never undone by the baseline.
@@ -21,6 +28,7 @@ import asyncpg
 
 SCHEMA_LOCK_KEY = 0x05CB_0001  # advisory lock serialising schema changes between processes
 BASELINE = 1
+MIN_SERVER = 150000  # server_version_num of the oldest PostgreSQL the schema runs on
 _MIGRATION_FILE = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
 
 
@@ -73,6 +81,13 @@ async def apply_schema(conn: asyncpg.Connection) -> int:
 
     Refuses a database whose recorded version is newer than this code knows, and explains a missing pgvector.
     """
+    server = await conn.fetchval("SELECT current_setting('server_version_num')::int")
+    if server < MIN_SERVER:
+        raise SchemaError(
+            f"the PostgreSQL server is version {server // 10000}; oscbridge needs {MIN_SERVER // 10000} or newer "
+            "(unique indexes with NULLS NOT DISTINCT, schema migration 3). Upgrade the server, or run without "
+            "--database-url to use the embedded PostgreSQL 18."
+        )
     available = await conn.fetchval("SELECT default_version FROM pg_available_extensions WHERE name = 'vector'")
     if available is None:
         raise SchemaError(
@@ -91,16 +106,34 @@ async def apply_schema(conn: asyncpg.Connection) -> int:
                 f"the database has schema version {current}, newer than this oscbridge ({latest}). "
                 "Upgrade oscbridge, or point it at another database."
             )
-        if current is None or current == BASELINE:
-            async with conn.transaction():
-                await conn.execute(schema_sql())
-        for migration in pending:
-            if current is not None and migration.version <= current:
-                continue
-            async with conn.transaction():
-                await conn.execute(migration.sql)
-                await conn.execute("INSERT INTO schema_version (version, description) VALUES ($1, $2) "
-                                   "ON CONFLICT (version) DO NOTHING", migration.version, migration.name)
+        step = "the schema (schema.sql)"
+        try:
+            if current is None or current == BASELINE:
+                async with conn.transaction():
+                    await conn.execute(schema_sql())
+            for migration in pending:
+                if current is not None and migration.version <= current:
+                    continue
+                step = f"migration {migration.version} ({migration.name})"
+                async with conn.transaction():
+                    await conn.execute(migration.sql)
+                    await conn.execute("INSERT INTO schema_version (version, description) VALUES ($1, $2) "
+                                       "ON CONFLICT (version) DO NOTHING", migration.version, migration.name)
+        except asyncpg.InsufficientPrivilegeError as exc:
+            raise SchemaError(await _not_allowed(conn, current, step, exc)) from exc
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", SCHEMA_LOCK_KEY)
     return latest
+
+
+async def _not_allowed(conn: asyncpg.Connection, current: int | None, step: str, exc: Exception) -> str:
+    """What to do when the connection's role may not make a schema change (docs/studio.md, Roles)."""
+    user = await conn.fetchval("SELECT current_user")
+    why = " ".join(str(exc).split())  # the server's hint on the same line
+    if current is None:
+        return (f"the database has no oscbridge schema yet and the role {user} may not create it ({why}). Set it "
+                "up as an administrator with `oscbridge db init --owner-url ADMIN_URL`, which makes an owner role "
+                "for the schema and a bridge role for the bridge (docs/studio.md, Roles)")
+    return (f"the database has schema version {current}; this oscbridge needs {step}, which the role {user} may "
+            f"not apply ({why}). Apply it as the database's owner with `oscbridge db upgrade --owner-url "
+            "OWNER_URL`, then start the bridge again (docs/studio.md, Roles)")

@@ -11,7 +11,9 @@ Failures are sorted by `store.db.classify`. When the server is unreachable, or a
 now (a full disk, a shutdown, a deadlock), the batch stays in the spool and is retried with capped backoff, with
 a rate-limited warning rather than a traceback per attempt. When PostgreSQL refuses an operation for good (a
 constraint, a bad value) the batch is retried one operation at a time and only the refused one is moved to
-`rejected.jsonl`, with the reason logged; `retry_rejected` moves such operations back after a fix.
+`rejected.jsonl`, with the reason logged; `retry_rejected` moves such operations back after a fix. Before a write
+is given up, `repair` may make what it refers to (a project or session row whose creation was refused): an
+acknowledged write is not dropped because another write was.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -62,14 +65,25 @@ def ts_to_dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
+Repair = Callable[[asyncpg.Connection, WriteOp, BaseException], Awaitable[bool]]
+"""Given a write PostgreSQL refused and why, makes what it was missing (a parent row); True to try it again."""
+
+
 class Writer:
+    """`bridge_id` is set as the transaction setting `oscbridge.bridge_id` in every transaction, so the rows this
+    bridge writes carry it (schema migration 0003); `repair` is asked about each refused write before it is given
+    up (core_ops.repair_parents)."""
+
     def __init__(self, db: Database, spool: Spool, kinds: Sequence[OpKind[Any]], batch_size: int = 50,
-                 clock: Clock = SYSTEM_CLOCK) -> None:
+                 clock: Clock = SYSTEM_CLOCK, *, bridge_id: str | None = None, repair: Repair | None = None) -> None:
         self.db = db
         self.spool = spool
         self.kinds: dict[str, OpKind[Any]] = {k.type.KIND: k for k in kinds}
         self.batch_size = batch_size
         self._clock = clock
+        self.bridge_id = bridge_id
+        self._repair = repair
+        self.repaired = 0
         self.backoff = Backoff(BACKOFF_FIRST, BACKOFF_CAP)
         self._wake = asyncio.Event()
         self._committed = asyncio.Event()
@@ -82,6 +96,7 @@ class Writer:
         self._warn_temporary = RateLimitedWarning(log, "database_cannot_take_writes_now")
         self._warn_spool = RateLimitedWarning(log, "writer_cannot_keep_rejected")
         self._warn_rejected = RateLimitedWarning(log, "write_rejected")
+        self._warn_repaired = RateLimitedWarning(log, "write_parent_repaired")
 
     # -- producer side (receive path) -------------------------------------------------------------------------
 
@@ -108,7 +123,8 @@ class Writer:
         return encode(op)
 
     def stats(self) -> dict[str, int]:
-        return {"writer.batches": self.batches, "writer.rejected": self.rejected, "writer.queued": self.queued,
+        return {"writer.batches": self.batches, "writer.rejected": self.rejected, "writer.repaired": self.repaired,
+                "writer.queued": self.queued,
                 "writer.spooled": self.spooled,
                 "spool.unapplied_bytes": self.spool.unapplied_bytes, "spool.dropped": self.spool.dropped,
                 "spool.refused": self.spool.refused}
@@ -242,26 +258,55 @@ class Writer:
         async with self.db.acquire() as conn:
             try:
                 async with conn.transaction():
+                    await self._as_this_bridge(conn)
                     for kind, run in _runs(ops):
                         await self.kinds[kind].apply(conn, run)
                 return refused
             except Exception as exc:
                 if classify(exc) != "refused":
                     raise
-                if len(ops) == 1:
-                    return [*refused, (ops[0], _reason(exc))]
-                log.warning("writer_batch_refused", error=str(exc)[:300], ops=len(ops))
-            # Isolate the refused write(s): one transaction each.
+                if len(ops) > 1:
+                    log.warning("writer_batch_refused", error=str(exc)[:300], ops=len(ops))
+            # Isolate the refused write(s): one transaction each, and a repair of what a refused one lacked.
             for entry in ops:
-                assert entry.op is not None
-                try:
-                    async with conn.transaction():
-                        await self.kinds[entry.op.KIND].apply(conn, [entry.op])
-                except Exception as exc:
-                    if classify(exc) != "refused":
-                        raise
-                    refused.append((entry, _reason(exc)))
+                problem = await self._write_one(conn, entry)
+                if problem is not None:
+                    refused.append((entry, problem))
         return refused
+
+    async def _write_one(self, conn: asyncpg.Connection, entry: Entry) -> str | None:
+        """Applies one write in its own transaction; when it is refused and `repair` makes what it lacked, applies
+        it once more. Returns why it was refused for good, or None."""
+        op = entry.op
+        assert op is not None
+        for attempt in range(2):
+            try:
+                async with conn.transaction():
+                    await self._as_this_bridge(conn)
+                    await self.kinds[op.KIND].apply(conn, [op])
+                return None
+            except Exception as exc:
+                if classify(exc) != "refused":
+                    raise
+                if attempt or self._repair is None or not await self._repaired(conn, op, exc):
+                    return _reason(exc)
+        return None
+
+    async def _repaired(self, conn: asyncpg.Connection, op: WriteOp, exc: BaseException) -> bool:
+        assert self._repair is not None
+        async with conn.transaction():
+            await self._as_this_bridge(conn)
+            made = await self._repair(conn, op, exc)
+        if made:
+            self.repaired += 1
+            self._warn_repaired(kind=op.KIND, id=getattr(op, "id", None), error=str(exc)[:300],
+                                hint="what the write refers to was missing and was made; the write is applied")
+        return made
+
+    async def _as_this_bridge(self, conn: asyncpg.Connection) -> None:
+        """Marks the transaction as this bridge's (rows it inserts take the id from their column default)."""
+        if self.bridge_id is not None:
+            await conn.execute("SELECT set_config('oscbridge.bridge_id', $1, true)", self.bridge_id)
 
     def _reject(self, refused: list[tuple[Entry, str]]) -> None:
         """Moves refused writes to rejected.jsonl (SpoolError when the disk is full: the batch is retried)."""
@@ -326,8 +371,12 @@ async def copy_idempotent(conn: asyncpg.Connection, table: str, columns: Sequenc
 
     COPY straight into the table would fail a whole batch on one duplicate id after a replay; the staging table
     keeps COPY's speed and makes the insert idempotent. `table` and `columns` come from code, never from input.
+
+    The staging table lives as long as the server session, which through a transaction pooler outlives the bridge
+    (docs/studio.md): its name carries a checksum of `columns`, so that a bridge that stages a column more never
+    meets a table an older bridge made without it.
     """
-    stage = f"_stage_{table}"
+    stage = f"_stage_{table}_{zlib.crc32(','.join(columns).encode()):08x}"
     cols = ", ".join(columns)
     create = f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
     await conn.execute(create)

@@ -21,6 +21,18 @@ KNOWN_FORMATS = (1, 2)
 
 
 @dataclass(frozen=True, slots=True)
+class BridgeStart:
+    """A bridge started: its row in the `bridges` registry (id, name, host, version)."""
+
+    KIND: ClassVar[str] = "bridge_start"
+    bridge_id: str
+    name: str
+    host: str
+    version: str
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
 class SessionStart:
     """Upsert the project and start its session, ending the session it replaces."""
 
@@ -148,10 +160,10 @@ class SnapshotCreate:
     ts: float
 
 
-WriteOp = (SessionStart | ProjectTouch | MappingSet | MappingClear | DebugRow | PluginInstanceRow | PortQuarantineRow
-           | MessageSave | ConversationRow | SnapshotCreate)
+WriteOp = (BridgeStart | SessionStart | ProjectTouch | MappingSet | MappingClear | DebugRow | PluginInstanceRow
+           | PortQuarantineRow | MessageSave | ConversationRow | SnapshotCreate)
 WRITE_TYPES: dict[str, type[WriteOp]] = {cls.KIND: cls for cls in (
-    SessionStart, ProjectTouch, MappingSet, MappingClear, DebugRow, PluginInstanceRow, PortQuarantineRow,
+    BridgeStart, SessionStart, ProjectTouch, MappingSet, MappingClear, DebugRow, PluginInstanceRow, PortQuarantineRow,
     MessageSave, ConversationRow, SnapshotCreate)}
 
 

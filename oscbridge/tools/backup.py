@@ -52,8 +52,8 @@ def run(ns: argparse.Namespace) -> int:
 async def bridge_database(settings: Settings) -> AsyncIterator[tuple[str, str]]:
     """The URL of the bridge's database and its kind ("embedded" or "external"); an embedded server that is
     not running is started for the block. Raises BackupError when there is no database to back up."""
-    if settings.database_url:
-        yield settings.database_url, "external"
+    if settings.direct_database_url:  # pg_dump's snapshot needs PostgreSQL itself, not a transaction pooler
+        yield settings.direct_database_url, "external"
         return
     pgdata = settings.embedded_pgdata
     if not (pgdata / "PG_VERSION").exists():
@@ -93,7 +93,7 @@ async def backup_command(settings: Settings, file: Path | None, out: TextIO | No
     if dest is not None and not dest.parent.is_dir():
         print(f"oscbridge: cannot write {dest}: the folder {dest.parent} does not exist", file=sys.stderr)
         return EXIT_FAILED
-    url: str | None = settings.database_url
+    url: str | None = settings.direct_database_url
     try:
         async with bridge_database(settings) as (url, kind):
             dest = dest or new_backup_path(private_dir(settings.backups_dir), MANUAL)

@@ -31,7 +31,7 @@ async def tool_connection(settings: Settings, *, read_only: bool) -> AsyncIterat
     Raises `DatabaseUnavailable`, naming the URL with its password hidden, when the server cannot be reached.
     """
     embedded: EmbeddedPostgres | None = None
-    url = settings.database_url or running_url(settings.embedded_pgdata)
+    url = settings.direct_database_url or running_url(settings.embedded_pgdata)
     if url is None:
         if read_only and not (settings.embedded_pgdata / "PG_VERSION").exists():
             yield None

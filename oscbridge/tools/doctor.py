@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import shlex
+import ssl
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -42,6 +43,7 @@ from oscbridge.store.embedded import DATABASE, EMBEDDED_MAJOR, plan, running_url
 from oscbridge.store.schema import latest_version
 from oscbridge.store.sizes import Sizes, measure
 from oscbridge.store.spool import BEST_EFFORT_SHARE, DISK_WARN_BYTES, MIB, free_bytes, human, usage
+from oscbridge.store.tls import explain_certificate, unreadable_root_cert
 from oscbridge.store.upgrade import installs, kept_copies
 from oscbridge.tools import launchd
 from oscbridge.tools.ui import bridge_version
@@ -287,11 +289,14 @@ def storage_check(sizes: Sizes, retention_days: float, free: int) -> Check:
 async def database_checks(settings: Settings) -> list[Check]:
     """The database, pgvector and schema checks, which share one connection."""
     embedded = None if settings.database_url else settings.embedded_pgdata
-    url = settings.database_url or running_url(settings.embedded_pgdata)
+    url = settings.direct_database_url or running_url(settings.embedded_pgdata)
     if url is None:
         assert embedded is not None
         return _embedded_not_running(embedded)
     shown = redact_url(url)
+    unreadable = unreadable_root_cert(url)
+    if unreadable is not None:
+        return [Check("database", "fail", unreadable, fix="docs/studio.md, TLS"), *_skipped_after("database")]
     try:
         try:
             conn = await asyncpg.connect(url, timeout=DB_TIMEOUT, command_timeout=DB_TIMEOUT)
@@ -309,6 +314,9 @@ async def database_checks(settings: Settings) -> list[Check]:
         return [Check("database", "fail", f"{shown} refused the login: {_clean_error(exc, url)}",
                       fix="put the password into ~/.pgpass (mode 0600) as host:port:database:user:password, "
                           "and check the user name in the URL"),
+                *_skipped_after("database")]
+    except ssl.SSLCertVerificationError as exc:  # before DB_ERRORS, which holds it (an OSError)
+        return [Check("database", "fail", await explain_certificate(exc, url), fix="docs/studio.md, TLS"),
                 *_skipped_after("database")]
     except DB_ERRORS as exc:
         reason = f"no answer within {DB_TIMEOUT:g} s" if isinstance(exc, TimeoutError) else _clean_error(exc, url)

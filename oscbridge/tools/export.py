@@ -61,8 +61,8 @@ class Kind:
 
 PROJECT = Kind("project.jsonl", "projects", ("id", "name", "created_at", "updated_at", "last_opened_at",
                                              "logic_project_path", "track_count", "sample_rate"), "id")
-SESSIONS = Kind("sessions.jsonl", "sessions", ("id", "project_id", "started_at", "ended_at", "is_active"),
-                "started_at, id")
+SESSIONS = Kind("sessions.jsonl", "sessions", ("id", "project_id", "started_at", "ended_at", "is_active",
+                                               "bridge_id"), "started_at, id")
 MESSAGES = Kind("messages.jsonl", "messages", ("id", "project_id", "session_id", "created_at", "role", "content",
                                                "model", "token_count", "is_key_decision", "decision_summary",
                                                "embedding_model"), "created_at, id")

@@ -103,7 +103,8 @@ async def _restore(settings: Settings, file: Path, force: bool, work: Path, out:
         print(f"oscbridge: cannot restore {file}: {exc}. Nothing was changed; restore another backup (the daemon "
               f"keeps its own in {settings.backups_dir})", file=sys.stderr)
         return EXIT_DAMAGED
-    target: Target = UrlTarget(settings.database_url) if settings.database_url else EmbeddedTarget(settings)
+    url = settings.direct_database_url  # pg_restore needs PostgreSQL itself, not a transaction pooler
+    target: Target = UrlTarget(url) if url else EmbeddedTarget(settings)
     try:
         spool = _take_spool(settings, manifest)
     except Refused as exc:
@@ -123,10 +124,10 @@ async def _restore(settings: Settings, file: Path, force: bool, work: Path, out:
     except RESTORE_FAILURES as exc:
         if restored:
             print(f"oscbridge: the database was restored, but the backup's spool could not be added to "
-                  f"{settings.spool_dir}: {explain(exc, settings.database_url)}. Fix that and restore again with "
+                  f"{settings.spool_dir}: {explain(exc, url)}. Fix that and restore again with "
                   "--force", file=sys.stderr)
         else:
-            print(f"oscbridge: the restore failed: {explain(exc, settings.database_url)}", file=sys.stderr)
+            print(f"oscbridge: the restore failed: {explain(exc, url)}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         spool.close()

@@ -19,8 +19,10 @@ from oscbridge.config import Settings
 from oscbridge.flags import add_settings_flags, settings_from
 from oscbridge.logs import configure_logging
 from oscbridge.redact import redact_url
+from oscbridge.store.core_ops import repair_parents
 from oscbridge.store.db import CONNECTION_ERRORS, Database
 from oscbridge.store.embedded import EmbeddedPostgres
+from oscbridge.store.identity import load_identity
 from oscbridge.store.schema import SchemaError
 from oscbridge.store.spool import Spool, SpoolError, SpoolLocked
 from oscbridge.store.writer import RetryResult, Writer, retry_rejected
@@ -98,13 +100,14 @@ async def _drain_here(settings: Settings, spool: Spool, wait: float, out: TextIO
         if url is None:
             embedded = EmbeddedPostgres(settings.embedded_pgdata)
             url = await embedded.start_async()
-        db = Database(url)
+        db = Database(url, direct_url=settings.database_direct_url, pooled=settings.database_pooled)
         try:
             await db.connect()
         except DB_ERRORS as exc:
             print(f"oscbridge: cannot use the database {redact_url(url)}: {exc}; nothing was moved", file=sys.stderr)
             return 1
-        writer = Writer(db, spool, WRITE_KINDS)
+        # The writes are this data dir's bridge's: its id marks them, as when the bridge writes them itself.
+        writer = Writer(db, spool, WRITE_KINDS, bridge_id=load_identity(settings.data_dir).id, repair=repair_parents)
         writer.start()
         try:
             result = await retry_rejected(writer, wait)

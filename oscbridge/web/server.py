@@ -1,6 +1,6 @@
 """The web page's HTTP server: static files, `/api/request` for the `/bridge/*` operations, `/api/live` for live
-frames, and the OSC namespace as OSCQuery JSON for OSC tools (`/` and every address, docs/oscquery.md), all in the
-daemon's own event loop (docs/web.md).
+frames, the OSC namespace as OSCQuery JSON for OSC tools (`/` and every address, docs/oscquery.md), and `/mcp`, the
+MCP server's streamable HTTP transport (docs/mcp.md), all in the daemon's own event loop (docs/web.md).
 
 aiohttp's server is used because it runs inside an existing asyncio loop as a plain set of coroutines (no second
 thread, no server framework taking over the process), serves files and WebSockets from one small dependency, and
@@ -26,6 +26,7 @@ from aiohttp import WSMsgType, web
 from oscbridge import __version__
 from oscbridge.api.endpoint import Endpoint, failure, internal_error
 from oscbridge.logs import get_logger
+from oscbridge.mcp.mount import McpHttp
 from oscbridge.typedefs import ErrorCode
 from oscbridge.web.calls import WebPeer, as_json, perform
 from oscbridge.web.feed import OUTPUT, LiveFeed, Page
@@ -63,6 +64,18 @@ def _error(status: int, code: str, message: str) -> web.Response:
                              dumps=OUTPUT)
 
 
+def _storable(text: str) -> bool:
+    """Text an OSC string can carry: JSON can hold NUL and unpaired surrogates, which would be acknowledged and
+    then refused by PostgreSQL."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _bearer(request: web.Request) -> str | None:
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
@@ -78,8 +91,10 @@ class _Refuse(asyncio.Protocol):
 
 
 class WebServer:
-    def __init__(self, endpoints: dict[str, Endpoint], feed: LiveFeed, guard: Guard, osc: tuple[str, int]) -> None:
+    def __init__(self, endpoints: dict[str, Endpoint], feed: LiveFeed, guard: Guard, osc: tuple[str, int],
+                 mcp_allow_control: bool = False) -> None:
         self._endpoints = endpoints
+        self._mcp = McpHttp(endpoints, mcp_allow_control)
         self.feed = feed
         self._guard = guard
         self._osc = osc
@@ -95,6 +110,7 @@ class WebServer:
         app.router.add_get("/api/session", self._session)
         app.router.add_post("/api/request", self._request)
         app.router.add_get("/api/live", self._live)
+        app.router.add_route("*", "/mcp", self._mcp_request)
         for root in self._namespace.roots:  # /bridge..., /aiplayer...: OSCQuery
             app.router.add_get(f"/{root}{{tail:(?:/.*)?}}", self._oscquery)
         app.router.add_static("/static/", STATIC, follow_symlinks=False)
@@ -119,6 +135,7 @@ class WebServer:
         if self._server is not None:
             self._server.close()
         await self.feed.stop()
+        await self._mcp.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -182,6 +199,11 @@ class WebServer:
                 isinstance(a, (dict, list)) for a in args):
             return _error(400, ErrorCode.BAD_REQUEST, 'the body must be {"address": "/bridge/...", "args": [...]} '
                                                       f"with at most {MAX_ARGS} text, number or boolean arguments")
+        unstorable = next((n for n, a in enumerate(args) if isinstance(a, str) and not _storable(a)), None)
+        if unstorable is not None:
+            return _error(400, ErrorCode.BAD_REQUEST, f"argument {unstorable + 1} holds a NUL character or an "
+                                                      "unpaired surrogate (\\ud800-\\udfff), which OSC cannot carry "
+                                                      "and PostgreSQL cannot store")
         endpoint = self._endpoints.get(address)
         if endpoint is None or endpoint.context:
             return _error(404, ErrorCode.NOT_FOUND, f"{address[:100]} is not a request offered over HTTP "
@@ -199,6 +221,17 @@ class WebServer:
                 known = ErrorCode.INTERNAL, internal_error(exc)
             return _error(HTTP_STATUS[known[0]], known[0], known[1])
         return web.json_response({"ok": True, **as_json(result)}, dumps=OUTPUT)
+
+    async def _mcp_request(self, request: web.Request) -> web.StreamResponse:
+        """MCP over streamable HTTP (docs/mcp.md): the page's Origin check, and the token on every request."""
+        if not self._guard.origin_allowed(request.headers.get("Origin")):
+            return _error(403, "forbidden", "MCP requests from other web pages are refused")
+        if not self._guard.authorized(_bearer(request)):
+            response = _error(401, "unauthorized", "/mcp needs this installation's token as Authorization: Bearer "
+                                                   "(`oscbridge mcp` on stdio needs none; see docs/mcp.md)")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="oscbridge"'
+            return response
+        return await self._mcp.handle(request)
 
     async def _live(self, request: web.Request) -> web.StreamResponse:
         """The live frames (feed.py) over a WebSocket; the page's first message is {"token": "..."}."""

@@ -44,6 +44,7 @@ from oscbridge.protocol import (  # the addresses of the plugin's Constants.h
     EPHEMERAL_BASE,
     EPHEMERAL_COUNT,
     EPHEMERAL_STEP,
+    PARAMETERS,
     PORT_ASSIGNMENT,
     PORT_CONFIRMED,
     QUERY_RMS,
@@ -67,7 +68,7 @@ SILENCE_RMS: Final = 1e-5  # sqrt(0 + 1e-10): what AudioMetrics reports for digi
 BAND_FLOOR_DB: Final = -100.0
 SILENCE_BANDS: Final = (BAND_FLOOR_DB,) * 4
 BAND_EDGES_HZ: Final = (250.0, 2000.0, 8000.0)  # upper edges of bands 0-2; band 3 runs to 20 kHz
-GAIN_RANGE_DB: Final = (-60.0, 0.0)
+GAIN_RANGE_DB: Final = PARAMETERS["GAIN"]
 # The 137 Hz / -10 dB reference tone gives about [-16.0, -53.6, -100, -100]: the tone's own band sits 6 dB below
 # its level (Hann window, magnitude/512), and window leakage puts the next band up 43.6 dB below it.
 _TONE_MAIN_BAND_OFFSET_DB: Final = -6.0
@@ -236,7 +237,8 @@ class SimulatedPlugin:
 
     Public attributes are meant to be read (and the levels ones set) by tests:
     `temp_id`, `state`, `port` (assigned port once bound), `ephemeral_port`, `listening_port` (None = deaf),
-    `track_id`, `sender_port`, `received` / `sent` (lists of (address, args)), `dropped` (datagrams JUCE would
+    `track_id`, `sender_port`, `received` / `sent` (lists of (address, args)), `datagrams` (the bytes of every
+    datagram its receivers read, parsed or not), `dropped` (datagrams JUCE would
     not parse), `parameters`, `chat_responses`, `tone_on`, `muted`, `signal_rms`, `signal_bands`, and with a
     message thread `queued` (read, not handled yet; `received` lists what was handled).
     """
@@ -253,6 +255,7 @@ class SimulatedPlugin:
         self.sender_connected = False
         self.closed = False
         self.received: list[tuple[str, list[Any]]] = []
+        self.datagrams: list[bytes] = []
         self.sent: list[tuple[str, list[Any]]] = []
         self.dropped = 0
         self.parameters: dict[str, float] = {}
@@ -439,6 +442,7 @@ class SimulatedPlugin:
     def _on_datagram(self, data: bytes) -> None:
         if self._receiver is None:
             return
+        self.datagrams.append(data)
         parsed = parse_like_juce(data)
         if parsed is None:
             self.dropped += 1
