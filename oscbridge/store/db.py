@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any, Literal
 
 import asyncpg
@@ -258,7 +258,10 @@ class Database:
                 except CONNECTION_ERRORS:
                     # A connection that failed mid-operation may be left in an unknown protocol state (seen after a
                     # server restart: "another operation is in progress"); the pool must replace it, not reuse it.
-                    conn.terminate()
+                    # A proxy already given back to the pool (its holder released it while failing) has nothing
+                    # left to cut, and its InterfaceError would hide the real cause in the `database_down` line.
+                    with suppress(asyncpg.InterfaceError):
+                        conn.terminate()
                     raise
         except CONNECTION_ERRORS as exc:
             self.mark_down(exc)

@@ -365,19 +365,32 @@ def _runs(entries: list[Entry]) -> list[tuple[str, list[WriteOp]]]:
     return runs
 
 
+SMALL_RUN = 8
+"""Rows below which a run is inserted with one pipelined INSERT instead of COPY. A run of one debug row cost 4-5
+round trips through the staging table (create if missing, COPY, insert, truncate) against 2 for the INSERT; mixed
+traffic (a mapping change, a message, a debug row in turn) is mostly runs of one: 1,500 such writes drained in
+2.3 s before and 0.4-0.5 s after on a direct connection, in 4.3 s before and 1.8-2.0 s after through PgBouncer."""
+
+
 async def copy_idempotent(conn: asyncpg.Connection, table: str, columns: Sequence[str],
                           records: list[tuple[Any, ...]]) -> None:
-    """Appends rows with binary COPY through a temporary staging table, skipping ids already present.
+    """Appends rows, skipping ids already present (a spool replay after a crash must never duplicate a row).
 
-    COPY straight into the table would fail a whole batch on one duplicate id after a replay; the staging table
-    keeps COPY's speed and makes the insert idempotent. `table` and `columns` come from code, never from input.
+    Large runs go through binary COPY into a temporary staging table: COPY straight into the table would fail a
+    whole batch on one duplicate id after a replay, and the staging table keeps COPY's speed and makes the insert
+    idempotent. Runs shorter than `SMALL_RUN` take a pipelined `INSERT ... ON CONFLICT DO NOTHING`. `table` and
+    `columns` come from code, never from input.
 
     The staging table lives as long as the server session, which through a transaction pooler outlives the bridge
     (docs/studio.md): its name carries a checksum of `columns`, so that a bridge that stages a column more never
     meets a table an older bridge made without it.
     """
-    stage = f"_stage_{table}_{zlib.crc32(','.join(columns).encode()):08x}"
     cols = ", ".join(columns)
+    if len(records) < SMALL_RUN:
+        values = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
+        await conn.executemany(f"INSERT INTO {table} ({cols}) VALUES ({values}) ON CONFLICT (id) DO NOTHING", records)
+        return
+    stage = f"_stage_{table}_{zlib.crc32(','.join(columns).encode()):08x}"
     create = f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
     await conn.execute(create)
     await conn.copy_records_to_table(stage, records=records, columns=list(columns))

@@ -16,7 +16,7 @@ import sys
 from typing import TextIO
 
 from oscbridge.logs import configure_logging
-from oscbridge.protocol import EPHEMERAL_BASE, EPHEMERAL_COUNT, EPHEMERAL_STEP
+from oscbridge.protocol import EPHEMERAL_BASE, EPHEMERAL_COUNT, EPHEMERAL_STEP, TELEMETRY
 from oscbridge.tools.recording import parse_host_port
 from oscbridge.tools.sim.plugin import MESSAGE_DELAY, SILENCE_RMS, PluginFleet, SimConfig, SimulatedPlugin
 
@@ -93,8 +93,8 @@ def summary(plugin: SimulatedPlugin) -> dict[str, object]:
         "track_id": plugin.track_id,
         "sender_port": plugin.sender_port,
         "received": len(plugin.received),
-        "sent": len(plugin.sent),
-        "telemetry_sent": len(plugin.sent_args("/aiplayer/telemetry")),
+        "sent": plugin.sent_counts.total(),
+        "telemetry_sent": plugin.sent_counts[TELEMETRY],
     }
 
 

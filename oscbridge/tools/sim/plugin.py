@@ -29,7 +29,7 @@ import math
 import socket
 import struct
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -64,6 +64,7 @@ from oscbridge.protocol import (  # the addresses of the plugin's Constants.h
 
 log = get_logger(__name__)
 
+SENT_KEPT: Final = 4096  # latest sent messages a plugin keeps (about 3 minutes of telemetry)
 SILENCE_RMS: Final = 1e-5  # sqrt(0 + 1e-10): what AudioMetrics reports for digital silence
 BAND_FLOOR_DB: Final = -100.0
 SILENCE_BANDS: Final = (BAND_FLOOR_DB,) * 4
@@ -256,7 +257,10 @@ class SimulatedPlugin:
         self.closed = False
         self.received: list[tuple[str, list[Any]]] = []
         self.datagrams: list[bytes] = []
-        self.sent: list[tuple[str, list[Any]]] = []
+        # Telemetry alone is 24 messages a second: a plugin keeps its latest sends for tests to inspect and counts
+        # the rest, so an `oscbridge simulate` left running for hours stays the same size.
+        self.sent: deque[tuple[str, list[Any]]] = deque(maxlen=SENT_KEPT)
+        self.sent_counts: Counter[str] = Counter()
         self.dropped = 0
         self.parameters: dict[str, float] = {}
         self.chat_responses: list[str] = []
@@ -394,7 +398,7 @@ class SimulatedPlugin:
         return [args for addr, args in self.received if addr == address]
 
     def sent_args(self, address: str) -> list[list[Any]]:
-        """The argument lists of every message this plugin sent with this address, oldest first."""
+        """The argument lists of the latest `SENT_KEPT` messages this plugin sent with this address, oldest first."""
         return [args for addr, args in self.sent if addr == address]
 
     # ---- levels ----------------------------------------------------------------------------------------------
@@ -638,6 +642,7 @@ class SimulatedPlugin:
                 self.sender_connected = False
             return False
         self.sent.append((address, [value for _, value in args]))
+        self.sent_counts[address] += 1
         self._notify()
         return True
 
