@@ -34,7 +34,7 @@ from oscbridge.api.storage import StorageApi
 from oscbridge.backoff import Backoff
 from oscbridge.clock import SYSTEM_CLOCK, Clock
 from oscbridge.config import Settings
-from oscbridge.logs import get_logger
+from oscbridge.logs import RateLimitedWarning, get_logger
 from oscbridge.memory.ops import MEMORY_OPS
 from oscbridge.memory.search import HybridSearch
 from oscbridge.memory.worker import EmbeddingWorker
@@ -48,7 +48,7 @@ from oscbridge.redact import redact_url
 from oscbridge.router import Router
 from oscbridge.store.backup import BackupSchedule
 from oscbridge.store.core_ops import CORE_OPS, repair_parents
-from oscbridge.store.db import CONNECTION_ERRORS, Database, fetch_info
+from oscbridge.store.db import CONNECTION_ERRORS, Database, DatabaseRefused, fetch_info
 from oscbridge.store.debug_tail import DebugTail
 from oscbridge.store.embedded import EmbeddedPostgres
 from oscbridge.store.identity import BridgeIdentity, IdentityError, load_identity
@@ -71,6 +71,8 @@ STARTUP_DB_TIMEOUT = 10.0
 WRITER_CANCEL_GRACE = 0.5
 CLOSE_TIMEOUT = 1.0
 COMPONENT_STOP_TIMEOUT = 2.0
+# A database that refuses the bridge while it reconnects: its reason is logged at most this often (seconds).
+REFUSED_LOG_INTERVAL = 60.0
 # Every write type the daemon makes; `oscbridge spool retry-rejected` applies the spool with the same list.
 WRITE_KINDS = (*CORE_OPS, *HUB_OPS, *MEMORY_OPS)
 
@@ -196,7 +198,7 @@ class Bridge:
             private_dir(settings.data_dir, mode=data_mode)  # the helper opens the dirs above its own (as root)
         db = Database(url, direct_url=settings.database_direct_url, pooled=settings.database_pooled)
         try:
-            loaded, info = await self._load(db)
+            loaded, info = await self._load(db, identity.id)
         except BaseException:  # refused (SchemaError, DatabaseRefused): the port and the data dir are free again
             spool.close()
             for sock in sockets:
@@ -270,30 +272,44 @@ class Bridge:
                 values.update(part.stats())
         return values
 
-    async def _load(self, db: Database) -> tuple[LoadedProjects, dict[str, Any]]:
-        """Applies the schema and loads projects; with the database unreachable, starts from memory."""
+    async def _load(self, db: Database, bridge_id: str) -> tuple[LoadedProjects, dict[str, Any]]:
+        """Applies the schema and loads projects (and the one bridge `bridge_id` resumes); with the database
+        unreachable, starts from memory."""
         try:
             await asyncio.wait_for(db.connect(), STARTUP_DB_TIMEOUT)
             async with db.acquire() as conn:
                 info = await fetch_info(conn)
-                loaded = await load_projects(conn)
+                loaded = await load_projects(conn, bridge_id)
         except CONNECTION_ERRORS as exc:
             db.mark_down(exc)
             log.warning("database_unreachable_at_start", url=redact_url(db.url), error=str(exc)[:300],
                         hint="serving from memory; acknowledged writes are spooled until it is back")
             return LoadedProjects(), {}
-        info["resume"] = loaded.latest
+        info["resume"] = loaded.resume
         return loaded, info
 
     async def _reconnect(self, db: Database, writer: Writer) -> None:
-        """Keeps trying to reach a database that was down at start, so that schema and writes follow."""
+        """Keeps trying to reach a database that was down at start, so that schema and writes follow.
+
+        A database that answers but refuses the bridge (a rotated password, an expired certificate, a missing
+        GRANT: DatabaseRefused) is fixed by a person while the bridge serves from memory, so it is tried again
+        with the same backoff, and its reason logged as `database_refused` at once, then at most once a minute
+        (again at once when the reason changes): the bridge connects by itself once the cause is fixed."""
         backoff = Backoff(0.5, 10.0)
+        refused: tuple[str, RateLimitedWarning] | None = None
         while not db.up:
             await self.clock.sleep(backoff.next())
             try:
                 await db.connect()
             except CONNECTION_ERRORS as exc:
                 db.mark_down(exc)
+                continue
+            except DatabaseRefused as exc:
+                reason = str(exc)[:500]
+                if refused is None or refused[0] != reason:
+                    refused = reason, RateLimitedWarning(log, "database_refused", interval=REFUSED_LOG_INTERVAL)
+                refused[1](error=reason, hint="serving from memory; acknowledged writes are spooled, and the "
+                                              "bridge connects by itself once this is fixed")
                 continue
             except Exception as exc:  # schema refused: say so once, keep serving from memory
                 log.error("schema_not_applied", error=str(exc)[:500])

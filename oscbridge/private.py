@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 import structlog
@@ -63,6 +64,48 @@ def private_opener(path: str | os.PathLike[str], flags: int) -> int:
     except OSError as exc:  # a file of another user: still usable, and the doctor points at it
         log.warning("cannot_make_private", path=str(path), error=exc.strerror)
     return fd
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Makes `data` the content of `path`, 0600 whatever the umask, whole or not at all, and durable.
+
+    The data goes to a new temporary file beside `path` (a unique name: two writers never share one), which is
+    fsynced and then renamed over `path`; then the directory is fsynced. Without the file's fsync the rename can
+    reach the disk before the data (ext4's delayed allocation, APFS alike), so after a power cut `path` is empty:
+    an empty bridge.json stopped the bridge's start, or made it a new bridge whose spool replayed under another id.
+    Without the directory's fsync the rename itself may be lost. A reader sees the old content or the new, never a
+    part. The files written so are small and written seldom (an identity, a token, passwords), so two fsyncs cost
+    nothing that matters.
+    """
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        try:
+            os.fchmod(fd, FILE_MODE)  # mkstemp's 0600 is filtered by the umask (0277 would leave it 0400)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    sync_dir(path.parent)
+
+
+def sync_dir(directory: Path) -> None:
+    """Makes a rename in `directory` survive a power cut (not possible on every filesystem; then skipped)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def tighten_file(path: Path) -> None:

@@ -93,14 +93,17 @@ class Project:
 
 @dataclass
 class LoadedProjects:
-    """What the database holds at start: every live project by name, and the one opened last."""
+    """What the database holds at start: every live project by name, the one opened last on any bridge, and the
+    one this bridge resumes (None: "Default Project")."""
 
     projects: dict[str, Project] = field(default_factory=dict)
     latest: str | None = None
+    resume: str | None = None
 
 
-async def load_projects(conn: asyncpg.Connection) -> LoadedProjects:
-    """All live projects with their current mappings, and the name of the most recently opened one."""
+async def load_projects(conn: asyncpg.Connection, bridge_id: str | None = None) -> LoadedProjects:
+    """All live projects with their current mappings, the name of the most recently opened one and, for the bridge
+    `bridge_id`, the project it resumes (`resume_for`)."""
     loaded = LoadedProjects()
     rows = await conn.fetch(
         "SELECT id::text, name, COALESCE(logic_project_path, '') AS path FROM projects "
@@ -116,7 +119,27 @@ async def load_projects(conn: asyncpg.Connection) -> LoadedProjects:
         if owner is not None:
             owner.set_mapping(_mapping(mapping))
     loaded.latest = rows[0]["name"] if rows else None
+    if bridge_id is not None:
+        loaded.resume = await resume_for(conn, bridge_id)
     return loaded
+
+
+async def resume_for(conn: asyncpg.Connection, bridge_id: str) -> str | None:
+    """The live project of this bridge's newest session: the song this rig had open when it stopped, whatever the
+    other bridges on the database opened since. With none, the newest session made without a bridge (before schema
+    version 3 there was one bridge per database, and a person in SQL makes such sessions), as plugin rows without
+    a bridge are taken as its own. A bridge new to a shared database gets None and starts in "Default Project",
+    as on a new database, rather than sending its calibration and traffic into the song another rig opened last."""
+    name: str | None = await conn.fetchval(
+        """
+        SELECT p.name FROM sessions s JOIN projects p ON p.id = s.project_id
+        WHERE p.deleted_at IS NULL AND (s.bridge_id = $1::uuid OR s.bridge_id IS NULL)
+        ORDER BY s.bridge_id IS NULL, s.started_at DESC, p.last_opened_at DESC NULLS LAST
+        LIMIT 1
+        """,
+        bridge_id,
+    )
+    return name
 
 
 def _mapping(row: MappingRow) -> TrackMapping:
@@ -124,8 +147,9 @@ def _mapping(row: MappingRow) -> TrackMapping:
 
 
 class Projects:
-    """The known projects, the current one and its session. Complete when built: it resumes the project opened
-    last (or "Default Project") in a new session at once, so there is always a current project.
+    """The known projects, the current one and its session. Complete when built: it resumes the project this
+    bridge had open last (`resume_for`; or "Default Project") in a new session at once, so there is always a
+    current project.
 
     `committed` gives the writer's committed sequence number (the spool's); with it, this bridge's mapping changes
     are kept until they are committed, for `reload_mappings`. `listeners` are told each mapping that changes
@@ -142,7 +166,7 @@ class Projects:
         self.listeners: list[Emit] = []
         self.switched: list[Callable[[str], None]] = []
         self.session_id = ""
-        self._current = self._project(loaded.latest or DEFAULT_PROJECT)
+        self._current = self._project(loaded.resume or DEFAULT_PROJECT)
         self._start_session(self._current, "")
 
     @property

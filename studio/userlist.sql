@@ -3,9 +3,10 @@
 -- in to PostgreSQL with the keys of the bridge's own login (SCRAM pass-through); one made anew from the password,
 -- with another salt, would not do. Run by the server's superuser, after `oscbridge db init`:
 --
---   docker compose exec -T -u postgres studio-postgres psql -qXAt -v ON_ERROR_STOP=1 -v role=oscbridge_bridge \
---       < studio/userlist.sql > studio/userlist.txt
+--   (umask 077 && rm -f studio/userlist.txt && docker compose --profile studio exec -T -u postgres studio-postgres \
+--       psql -qXAt -v ON_ERROR_STOP=1 -v role=oscbridge_bridge < studio/userlist.sql > studio/userlist.txt)
 --
+-- The umask makes userlist.txt 0600 from its first byte: the verifier lets whoever reads it log in through PgBouncer.
 -- It stops with an error (and psql with a non-zero exit) when the role has no SCRAM-SHA-256 password.
 
 SET oscbridge.userlist_role TO :'role';

@@ -148,14 +148,14 @@ async def test_changes_made_while_the_channel_was_down_are_read_when_it_is_back(
 
 
 @asynccontextmanager
-async def held_track(url: str, project: str, track: int) -> AsyncIterator[None]:
-    """Locks the current mapping row of `track` (as tests/test_backup.py does): a bridge's writer that maps that
-    track again waits on it, and every write acknowledged after it stays in the spool until the block ends."""
+async def held_project(url: str, project: str) -> AsyncIterator[None]:
+    """Locks the project's row against updates (FOR NO KEY UPDATE): a bridge's writer that moves the project's
+    `last_opened_at` (the project opened again) waits on it, and every write acknowledged after that stays in the
+    spool until the block ends. Other bridges' mapping writes only check the row (KEY SHARE) and go on."""
     conn = await asyncpg.connect(url)
     try:
         async with conn.transaction():
-            locked = await conn.fetch("SELECT 1 FROM track_assignments WHERE project_id = $1 AND track_number = $2 "
-                                      "AND is_current FOR UPDATE", project, track)
+            locked = await conn.fetch("SELECT 1 FROM projects WHERE id = $1 FOR NO KEY UPDATE", project)
             assert len(locked) == 1
             yield
     finally:
@@ -174,9 +174,10 @@ async def test_a_reload_keeps_this_bridges_changes_that_are_still_in_its_spool(t
         assert await a.writer.flush(5.0)
         await everywhere([on_b], [(9, "Lead", "TR9")], "TR9", ("Lead", 9), time.monotonic())
 
-        async with held_track(database_url, album, 9):
-            await on_a.call("/bridge/mapping/set", 9, "Keys", "TR19")  # the writer waits on the locked row
-            await on_a.call("/bridge/mapping/set", 2, "Bass", "TR2")  # and this one behind it
+        async with held_project(database_url, album):
+            await on_a.call("/bridge/project/open", "Album", "")  # the writer waits on the locked project row
+            await on_a.call("/bridge/mapping/set", 9, "Keys", "TR19")  # and these behind it
+            await on_a.call("/bridge/mapping/set", 2, "Bass", "TR2")
             spool = a.parts.spool
             await asyncio.sleep(0.1)
             assert spool.committed < spool.appended  # held: both changes are only in A's spool and memory

@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,68 @@ def test_db_url_hides_the_password_unless_asked(tmp_path: Path) -> None:
     assert "s3cret" not in hidden.stdout + hidden.stderr and "--show-password" in hidden.stderr
     shown = run_cli("db", "url", "--database-url", url, "--show-password", env=env)
     assert shown.returncode == 0 and shown.stdout.strip() == url
+
+
+@contextmanager
+def umask(value: int) -> Iterator[None]:
+    """The process's umask for a block (set inside a test, after pytest made tmp_path)."""
+    old = os.umask(value)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.parametrize("mask", [0o000, 0o022, 0o277])
+def test_a_private_file_is_0600_whatever_the_umask(tmp_path: Path, mask: int) -> None:
+    from oscbridge.private import write_private_file
+
+    fresh, wide = tmp_path / "fresh", tmp_path / "wide"
+    wide.write_text("old")
+    wide.chmod(0o644)
+    with umask(mask):
+        write_private_file(fresh, b"new\n")
+        write_private_file(wide, b"replaced\n")
+    assert (fresh.read_bytes(), mode(fresh)) == (b"new\n", 0o600)
+    assert (wide.read_bytes(), mode(wide)) == (b"replaced\n", 0o600)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh", "wide"]  # no temporary file left
+
+
+def test_a_private_file_is_replaced_whole_never_rewritten_in_place(tmp_path: Path) -> None:
+    from oscbridge.private import write_private_file
+
+    path = tmp_path / "bridge.json"
+    old = b"o" * 100_000
+    write_private_file(path, old)
+    before = path.stat().st_ino
+    with open(path, "rb") as reader:  # a reader that opened the file before the write
+        write_private_file(path, b"new")
+        assert reader.read() == old  # still sees the whole old content: the new one is another file
+    assert path.read_bytes() == b"new" and path.stat().st_ino != before
+    # A write that fails part way (here: data that is not bytes) leaves the file as it was, and no temporary file.
+    with pytest.raises(TypeError):
+        write_private_file(path, "not bytes")  # type: ignore[arg-type]
+    assert path.read_bytes() == b"new"
+    assert [p.name for p in tmp_path.iterdir()] == ["bridge.json"]
+
+
+def test_identity_token_and_passfile_are_written_0600_whatever_the_umask(tmp_path: Path) -> None:
+    """The three private files the bridge and `db init` write go through the one helper: under a umask that takes
+    the owner's write bit too (0277), `open(..., opener=private_opener)` left them 0400."""
+    import json
+
+    from oscbridge.store.identity import load_identity
+    from oscbridge.tools.db import write_passfile
+    from oscbridge.web.token import load_or_create_token, read_token, token_path
+
+    passfile = tmp_path / "pgpass"
+    with umask(0o277):
+        identity = load_identity(tmp_path, "Rig")
+        token = load_or_create_token(tmp_path)
+        write_passfile(passfile, "localhost", 5432, "oscbridge", {"bridge": "pw"})
+    assert json.loads((tmp_path / "bridge.json").read_text()) == {"id": identity.id, "name": "Rig"}
+    assert read_token(tmp_path) == token
+    assert passfile.read_text() == "localhost:5432:oscbridge:bridge:pw\n"
+    files = [tmp_path / "bridge.json", token_path(tmp_path), passfile]
+    assert {p.name: mode(p) for p in files} == {p.name: 0o600 for p in files}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in files)

@@ -2,7 +2,8 @@
 the schema) and a bridge role (reads and writes only); the bridge runs as the bridge role (mappings, messages,
 debug rows, retention's deletes) and cannot alter, drop or create a table; a pending migration or a missing grant
 stops its start with a message that names the right and the command (`oscbridge db upgrade --owner-url`), which
-then fixes it."""
+then fixes it; `db upgrade` with an administrator's URL applies migrations as the owner; a table someone else keeps
+in the schema is not the bridge's business."""
 
 from __future__ import annotations
 
@@ -198,3 +199,78 @@ def test_the_passfile_keeps_other_lines_and_replaces_its_own(tmp_path: Path) -> 
     assert path.read_text().splitlines() == ["db.lan:5432:*:someone:kept", "localhost:5432:oscbridge:bridge:new",
                                              "localhost:5432:oscbridge:owner:p\\:w\\\\d"]
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+async def owners_in_public(url: str) -> set[tuple[str, str]]:
+    """(kind and name, owner) of every object in public that is not pgvector's: relations (indexes and sequences
+    too) and functions."""
+    rows = await fetch(url, """
+        SELECT c.relkind::text || ' ' || c.relname AS what, pg_get_userbyid(c.relowner) AS owner FROM pg_class c
+        WHERE c.relnamespace = 'public'::regnamespace
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
+        UNION ALL
+        SELECT 'function ' || p.proname, pg_get_userbyid(p.proowner) FROM pg_proc p
+        WHERE p.pronamespace = 'public'::regnamespace
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')""")
+    return {(r["what"], r["owner"]) for r in rows}
+
+
+async def test_db_upgrade_as_an_administrator_applies_migrations_as_the_owner(pg: EmbeddedServer,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    studio = Studio(pg)
+    await studio.init()
+    shipped = migrations()
+    report = Migration(latest_version() + 1, "studio_report", """
+        CREATE TABLE studio_report (id bigserial PRIMARY KEY, note text);
+        CREATE VIEW studio_report_notes AS SELECT note FROM studio_report;
+        CREATE FUNCTION studio_report_count() RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FROM studio_report';
+    """)
+    monkeypatch.setattr(schema, "migrations", lambda: [*shipped, report])
+    admin_url = pg.url_of(studio.database)  # the superuser, as `db upgrade --owner-url` allows
+
+    assert await upgrade_database(admin_url, studio.bridge) == (report.version - 1, report.version, [])
+    objects = await owners_in_public(admin_url)
+    assert {what for what, _ in objects} >= {"r studio_report", "v studio_report_notes", "S studio_report_id_seq",
+                                              "i studio_report_pkey", "function studio_report_count"}
+    assert {owner for _, owner in objects} == {studio.owner}, sorted(objects)
+
+    # So the owner role can change them later: a migration that alters them applies as the owner.
+    later = Migration(report.version + 1, "studio_report_by", """
+        ALTER TABLE studio_report ADD COLUMN made_by text;
+        CREATE OR REPLACE VIEW studio_report_notes AS SELECT note, made_by FROM studio_report;
+        CREATE OR REPLACE FUNCTION studio_report_count() RETURNS bigint LANGUAGE sql
+            AS 'SELECT count(*) FROM studio_report WHERE made_by IS NOT NULL';
+    """)
+    monkeypatch.setattr(schema, "migrations", lambda: [*shipped, report, later])
+    assert await upgrade_database(studio.owner_url, studio.bridge) == (report.version, later.version, [])
+    assert {owner for _, owner in await owners_in_public(admin_url)} == {studio.owner}
+
+    # A role that is neither the owner nor an administrator is told to use one.
+    with pytest.raises(SchemaError, match=f"the role {studio.bridge} may not act as {studio.owner}, the owner of "
+                                          "the database"):
+        await upgrade_database(studio.bridge_url, studio.bridge)
+
+
+async def test_a_table_of_someone_else_in_public_does_not_stop_the_bridge(pg: EmbeddedServer) -> None:
+    studio = Studio(pg)
+    await studio.init()
+    admin = await asyncpg.connect(pg.url_of(studio.database))
+    try:  # an administrator's own reporting table and function, next to the bridge's
+        await admin.execute("CREATE TABLE admin_report (day date PRIMARY KEY, plays int)")
+        await admin.execute("CREATE FUNCTION admin_plays() RETURNS bigint LANGUAGE sql "
+                            "AS 'SELECT sum(plays) FROM admin_report'")
+        await admin.execute("REVOKE EXECUTE ON FUNCTION admin_plays() FROM PUBLIC")
+    finally:
+        await admin.close()
+
+    db = Database(studio.bridge_url)
+    await db.connect(timeout=5.0)  # the start's check of the bridge role's rights passes
+    await db.close()
+    upgrade = run_cli("db", "upgrade", "--owner-url", studio.owner_url, "--bridge-role", studio.bridge)
+    assert upgrade.returncode == 0, upgrade.stderr
+    assert f"role {studio.bridge}: every right a bridge needs" in upgrade.stdout
+    # ... and neither gave the bridge role any right on the administrator's objects.
+    rows = await fetch(pg.url_of(studio.database), """
+        SELECT has_table_privilege($1, 'admin_report', 'SELECT') AS reads,
+               has_function_privilege($1, 'admin_plays()', 'EXECUTE') AS runs""", studio.bridge)
+    assert (rows[0]["reads"], rows[0]["runs"]) == (False, False)

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from oscbridge.api.endpoint import Endpoint, Rows, failure, internal_error
 from oscbridge.logs import get_logger
+from oscbridge.storable import WHY, first_unstorable
 from oscbridge.typedefs import ErrorCode
 from oscbridge.web.calls import WebPeer, perform
 
@@ -68,11 +69,12 @@ def explain(code: str, message: str) -> str:
     return f"The bridge failed on this request ({message}); {DOCTOR} and look at the bridge's log."
 
 
-def refuse_nul(address: str, args: Sequence[Any]) -> None:
-    """OSC strings end at a NUL and PostgreSQL text cannot hold one, so a text holding one is refused here, on
-    both transports, before anything is sent or stored."""
-    if any(isinstance(value, str) and "\x00" in value for value in args):
-        raise CallFailed(address, ErrorCode.BAD_REQUEST, "a text must not contain the NUL character (\\u0000)")
+def refuse_unstorable(address: str, args: Sequence[Any]) -> None:
+    """A tool's arguments came as JSON, which can carry a NUL or half a surrogate pair: such a text is refused
+    here, on both transports, before anything is sent or stored (`oscbridge.storable`, as the web page does)."""
+    if first_unstorable(args) is not None:
+        raise CallFailed(address, ErrorCode.BAD_REQUEST, f"a text must be valid Unicode without NUL; this one holds "
+                                                         f"{WHY}")
 
 
 class InProcess:
@@ -85,7 +87,7 @@ class InProcess:
         self._endpoints = endpoints
 
     async def _perform(self, address: str, args: Sequence[Any]) -> Any:
-        refuse_nul(address, args)
+        refuse_unstorable(address, args)
         endpoint = self._endpoints[address]  # the tools ask only for requests the bridge has
         try:
             return await perform(endpoint, list(args), self.PEER)

@@ -29,11 +29,19 @@ def _transport_class() -> type[StreamableHttp]:
     return StreamableHttp
 
 
+def _stopping() -> web.Response:
+    return web.json_response({"jsonrpc": "2.0", "id": None, "error": {
+        "code": -32000, "message": "the bridge is stopping: try again once it runs"}}, status=503)
+
+
 class McpHttp:
     def __init__(self, endpoints: dict[str, Endpoint], allow_control: bool) -> None:
         self._endpoints = endpoints
         self.allow_control = allow_control
         self._loading: asyncio.Task[StreamableHttp] | None = None
+        # Set by `close`: a request that arrives while the daemon stops must not start a session manager that
+        # nothing would close again.
+        self._closed = False
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """One request to `/mcp` (already allowed): POST and DELETE go to the SDK; GET, the stream for messages
@@ -43,13 +51,22 @@ class McpHttp:
                 "code": -32000, "message": "Method Not Allowed: this server sends no messages of its own, so it "
                                            "offers no GET stream; POST requests"}},
                 status=405, headers={"Allow": "POST, DELETE"})
+        if self._closed:
+            return _stopping()
         if self._loading is None:
             self._loading = asyncio.get_running_loop().create_task(self._load(), name="oscbridge-mcp-load")
         try:
             transport = await asyncio.shield(self._loading)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if self._closed and current is not None and not current.cancelling():
+                return _stopping()  # `close` stopped the loading this request waited for
+            raise
         except Exception as exc:
             return web.json_response({"jsonrpc": "2.0", "id": None, "error": {
                 "code": -32603, "message": f"the MCP server could not start: {exc}"}}, status=503)
+        if self._closed:  # closed while this request waited for the loading to finish
+            return _stopping()
         return await transport.handle(request)
 
     async def _load(self) -> StreamableHttp:
@@ -67,6 +84,8 @@ class McpHttp:
         return transport
 
     async def close(self) -> None:
+        """Stops the session manager if it runs; from now on every request is answered 503."""
+        self._closed = True
         loading, self._loading = self._loading, None
         if loading is None:
             return

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from oscbridge.private import private_opener
+from oscbridge.private import private_opener, sync_dir
 
 FORMAT = "oscbridge-backup"
 FORMAT_VERSION = 1
@@ -161,7 +161,7 @@ def write_archive(dest: Path, files: Mapping[str, Path], manifest: Manifest,
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    _sync_dir(dest.parent)
+    sync_dir(dest.parent)
     return manifest
 
 
@@ -171,20 +171,6 @@ def _info(name: str, size: int, mtime: float) -> tarfile.TarInfo:
     info.mode = 0o600
     info.mtime = int(mtime)
     return info
-
-
-def _sync_dir(directory: Path) -> None:
-    """Makes a rename in `directory` survive a power cut (not possible on every filesystem; then skipped)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def member_path(into: Path, name: str) -> Path:

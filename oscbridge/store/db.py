@@ -97,7 +97,7 @@ def classify(exc: BaseException) -> ErrorKind:
       TEMPORARY_SQLSTATES: a full disk, memory, a shutdown, a deadlock, a lock timeout, a missing GRANT, prepared
       statements lost to a transaction pooler): keep the write and retry;
     - `refused`: PostgreSQL refuses this write for good: a data error (classes 22, 23) or any other SQLSTATE
-      outside the temporary classes (a statement that the schema no longer fits, class 42), and the bridge's own
+      outside the temporary ones (a statement the schema no longer fits, class 42), and the bridge's own
       ValueError/KeyError/TypeError from an applier (a malformed operation): it goes to rejected.jsonl, from which
       `oscbridge spool retry-rejected` re-applies it after a fix;
     - `unknown`: anything else (a bug): keep the write and retry, logging the traceback.
@@ -185,12 +185,15 @@ class Database:
         self.pool: asyncpg.Pool | None = None
         self.up = False
         self._lock = asyncio.Lock()
+        self._connecting: asyncio.Task[None] | None = None  # started by a request, outlives its wait
 
     async def connect(self, timeout: float = 10.0) -> None:
         """Applies the schema on a first plain connection to `direct_url` (the pool's vector codec needs the
         extension), then opens the pool and checks that its role has every right the bridge needs. Raises a
         CONNECTION_ERRORS member when the server is not reachable, SchemaError when it cannot hold our schema,
-        DatabaseRefused when it will not serve this bridge (the message says why)."""
+        DatabaseRefused when it will not serve this bridge (the message says why). One at a time (a lock): a
+        caller that comes while another connects waits for it, without bound, as the schema upgrade waits for
+        another's; `acquire` bounds that wait for a request."""
         async with self._lock:
             if self.pool is not None:
                 return
@@ -241,13 +244,33 @@ class Database:
             log.info("database_up")
         self.up = True
 
+    def _connect_in_background(self, timeout: float) -> asyncio.Task[None]:
+        """The connect in progress that requests wait for, or a new one."""
+        if self._connecting is None or self._connecting.done():
+            self._connecting = asyncio.ensure_future(self.connect(timeout=timeout))
+            # Its failure is each waiting caller's to report; one left without a waiter must not be logged as lost.
+            self._connecting.add_done_callback(lambda task: task.cancelled() or task.exception())
+        return self._connecting
+
     @asynccontextmanager
     async def acquire(self, timeout: float = 5.0) -> AsyncIterator[Any]:
-        """A connection, or DatabaseUnavailable; connection failures mark the database down."""
+        """A connection, or DatabaseUnavailable; connection failures mark the database down.
+
+        Without a pool yet (the database was down at start), the caller connects, or waits for the connect in
+        progress, at most `timeout` seconds: `connect` is single-flight and may wait without bound for the schema
+        lock that another bridge or `oscbridge db upgrade` holds while migrating, and a request must answer
+        `unavailable` meanwhile rather than hang. A connect that takes that long has not failed: it goes on in its
+        own task (cutting it would roll back a migration that takes longer than a request may wait, again and
+        again), and the database is not marked down for it."""
         if self.pool is None:
+            connecting = self._connect_in_background(timeout)
             try:
-                await self.connect(timeout=timeout)
-            except NOT_NOW as exc:
+                await asyncio.wait_for(asyncio.shield(connecting), timeout)
+            except NOT_NOW as exc:  # TimeoutError is one (an OSError): the connect's own, or this wait's
+                if not connecting.done():
+                    raise DatabaseUnavailable(
+                        f"the database is being connected or upgraded: no connection within {timeout:g} s (another "
+                        "bridge or `oscbridge db upgrade` may be migrating its schema); try again shortly") from exc
                 self.mark_down(exc)
                 raise DatabaseUnavailable(str(exc)) from exc
         assert self.pool is not None
@@ -271,6 +294,8 @@ class Database:
     async def close(self, timeout: float = 5.0) -> None:
         """Closes the pool gracefully, or cuts its connections after `timeout` (a hung server must not hold up
         the daemon's stop)."""
+        if self._connecting is not None and not self._connecting.done():
+            self._connecting.cancel()
         if self.pool is not None:
             pool, self.pool = self.pool, None
             try:

@@ -9,14 +9,13 @@ lives with the spool in the data dir: writes a bridge replays after a crash are 
 from __future__ import annotations
 
 import json
-import os
 import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from oscbridge.config import ConfigError
-from oscbridge.private import private_opener
+from oscbridge.private import write_private_file
 
 IDENTITY_FILE = "bridge.json"
 NAME_MAX = 100
@@ -53,8 +52,7 @@ def load_identity(data_dir: Path, name: str | None = None) -> BridgeIdentity:
     chosen = name or kept.get("name") or default_name()
     identity = BridgeIdentity(kept.get("id") or str(uuid.uuid4()), chosen[:NAME_MAX])
     if kept != {"id": identity.id, "name": identity.name}:
-        temporary = path.with_name(path.name + ".new")
-        with open(temporary, "w", encoding="utf-8", opener=private_opener) as out:
-            json.dump({"id": identity.id, "name": identity.name}, out)
-        os.replace(temporary, path)
+        # Durable before the bridge uses the id: an id lost to a power cut would make the spool's replayed writes
+        # another bridge's.
+        write_private_file(path, json.dumps({"id": identity.id, "name": identity.name}).encode("utf-8"))
     return identity

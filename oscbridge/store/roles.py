@@ -24,32 +24,40 @@ SCRAM_ITERATIONS = 4096  # PostgreSQL's own default (scram_iterations)
 
 # Whose rights `_MISSING` checks: the given role, else the connection's.
 _WHO = "coalesce($3::name, current_user)"
-# The bridge's own objects in the public schema: not the pgvector extension's (owned by the administrator who
-# created it, usable by everyone).
-_OURS = """
+# Not the pgvector extension's objects (owned by the administrator who created it, usable by everyone).
+_NOT_EXTENSION = """
 NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = {oid} AND d.deptype = 'e')
+"""
+# The bridge's own objects in the public schema: those of the role that owns schema_version. Others may keep
+# objects there too (an administrator's reporting table); the bridge neither needs rights on them, nor may its
+# owner grant any, so neither the start's check nor `db upgrade` may stumble over them. Ownership, unlike a list
+# of names kept beside the schema, stays right as migrations add tables: schema.sql and every migration are
+# applied by that one role (`db init` and `db upgrade` act as the database's owner, which `db init` makes own
+# schema_version; a bridge that applies them itself owns them all), so whatever a migration creates is its.
+_OURS = _NOT_EXTENSION + """
+AND {owner} = (SELECT s.relowner FROM pg_class s WHERE s.oid = to_regclass('public.schema_version'))
 """
 _MISSING = f"""
 SELECT format('%s on table %s', r.priv, c.relname) AS missing
 FROM pg_class c
 CROSS JOIN unnest($1::text[]) AS r(priv)
-WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p') AND {_OURS.format(oid="c.oid")}
-  AND NOT (c.relname = ANY($2::text[]) AND r.priv <> 'SELECT')
+WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p')
+  AND {_OURS.format(oid="c.oid", owner="c.relowner")} AND NOT (c.relname = ANY($2::text[]) AND r.priv <> 'SELECT')
   AND NOT has_table_privilege({_WHO}, c.oid, r.priv)
 UNION ALL
 SELECT format('SELECT on view %s', c.relname)
 FROM pg_class c
-WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('v', 'm') AND {_OURS.format(oid="c.oid")}
-  AND NOT has_table_privilege({_WHO}, c.oid, 'SELECT')
+WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('v', 'm')
+  AND {_OURS.format(oid="c.oid", owner="c.relowner")} AND NOT has_table_privilege({_WHO}, c.oid, 'SELECT')
 UNION ALL
 SELECT format('USAGE on sequence %s', c.relname)
 FROM pg_class c
-WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'S' AND {_OURS.format(oid="c.oid")}
+WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'S' AND {_OURS.format(oid="c.oid", owner="c.relowner")}
   AND CASE WHEN c.relkind = 'S' THEN NOT has_sequence_privilege({_WHO}, c.oid, 'USAGE') END  -- sequences only
 UNION ALL
 SELECT format('EXECUTE on function %s', p.oid::regprocedure)
 FROM pg_proc p
-WHERE p.pronamespace = 'public'::regnamespace AND {_OURS.format(oid="p.oid")}
+WHERE p.pronamespace = 'public'::regnamespace AND {_OURS.format(oid="p.oid", owner="p.proowner")}
   AND NOT has_function_privilege({_WHO}, p.oid, 'EXECUTE')
 UNION ALL
 SELECT 'USAGE on schema public' WHERE NOT has_schema_privilege({_WHO}, 'public', 'USAGE')
@@ -69,7 +77,8 @@ SELECT 1, format('GRANT %s ON TABLE %s TO %I',
                  CASE WHEN c.relkind IN ('r', 'p') AND NOT c.relname = ANY($2::text[])
                       THEN 'SELECT, INSERT, UPDATE, DELETE' ELSE 'SELECT' END, c.oid::regclass, $1::text)
 FROM pg_class c
-WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm') AND {_OURS.format(oid="c.oid")}
+WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm')
+  AND {_OURS.format(oid="c.oid", owner="c.relowner")}
 UNION ALL
 SELECT 2, format('REVOKE INSERT, UPDATE, DELETE ON TABLE %s FROM %I', c.oid::regclass, $1::text)
 FROM pg_class c
@@ -77,11 +86,11 @@ WHERE c.relnamespace = 'public'::regnamespace AND c.relname = ANY($2::text[])
 UNION ALL
 SELECT 3, format('GRANT USAGE, SELECT ON SEQUENCE %s TO %I', c.oid::regclass, $1::text)
 FROM pg_class c
-WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'S' AND {_OURS.format(oid="c.oid")}
+WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'S' AND {_OURS.format(oid="c.oid", owner="c.relowner")}
 UNION ALL
 SELECT 4, format('GRANT EXECUTE ON ROUTINE %s TO %I', p.oid::regprocedure, $1::text)
 FROM pg_proc p
-WHERE p.pronamespace = 'public'::regnamespace AND {_OURS.format(oid="p.oid")}
+WHERE p.pronamespace = 'public'::regnamespace AND {_OURS.format(oid="p.oid", owner="p.proowner")}
 UNION ALL
 SELECT 5, format('GRANT USAGE ON SCHEMA public TO %I', $1::text)
 UNION ALL
@@ -93,26 +102,30 @@ ORDER BY 1
 
 
 async def missing_rights(conn: asyncpg.Connection, role: str | None = None) -> list[str]:
-    """The rights `role` (default: the connection's role) lacks on the bridge's objects, as "INSERT on table
-    messages"."""
+    """The rights `role` (default: the connection's role) lacks on the bridge's objects (`_OURS`: not on a table
+    someone else keeps in the same schema), as "INSERT on table messages"."""
     rows = await conn.fetch(_MISSING, list(TABLE_RIGHTS), list(READ_ONLY_TABLES), role)
     return [row["missing"] for row in rows]
 
 
 # Making existing objects of the bridge the owner's: a database set up before the roles (by `postgres`, or by the
-# one user of docker-compose) is taken over. Indexes, and sequences owned by a column, follow their table.
+# one user of docker-compose) is taken over. Indexes, and sequences owned by a column, follow their table. This
+# takes every non-extension object in public, not only `_OURS`: an administrator runs it on purpose (`db init`
+# says how many objects changed hands), and it must also gather objects a wrong role made, such as those of a
+# migration an older `db upgrade` applied as `postgres`.
 _TAKE_OVER = f"""
 SELECT format('ALTER %s %s OWNER TO %I', CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
               WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, c.oid::regclass, $1::text)
 FROM pg_class c
 WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
-  AND {_OURS.format(oid="c.oid")} AND c.relowner <> $1::text::regrole
+  AND {_NOT_EXTENSION.format(oid="c.oid")} AND c.relowner <> $1::text::regrole
   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.classid = 'pg_class'::regclass
                   AND d.refobjsubid > 0 AND d.deptype IN ('a', 'i'))
 UNION ALL
 SELECT format('ALTER ROUTINE %s OWNER TO %I', p.oid::regprocedure, $1::text)
 FROM pg_proc p
-WHERE p.pronamespace = 'public'::regnamespace AND {_OURS.format(oid="p.oid")} AND p.proowner <> $1::text::regrole
+WHERE p.pronamespace = 'public'::regnamespace AND {_NOT_EXTENSION.format(oid="p.oid")}
+  AND p.proowner <> $1::text::regrole
 """
 
 

@@ -8,9 +8,9 @@ bridges use. New passwords are random and go into a ~/.pgpass-format file (0600)
 asked (`--show-password`); the server is sent their SCRAM verifiers, so the passwords are not in its statement log
 either. Running it again changes nothing that is right already and keeps the roles' passwords.
 
-`db upgrade --owner-url OWNER_URL` applies the migrations this oscbridge brings, under the schema lock, and grants
-the bridge role what a bridge needs on whatever is new; a bridge running as the bridge role says at its start when
-this is due.
+`db upgrade --owner-url OWNER_URL` applies the migrations this oscbridge brings, under the schema lock, as the
+database's owner (also when OWNER_URL is an administrator's), and grants the bridge role what a bridge needs on
+whatever is new; a bridge running as the bridge role says at its start when this is due.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from urllib.parse import quote, urlsplit
 import asyncpg
 
 from oscbridge.flags import add_settings_flags, settings_from
-from oscbridge.private import private_opener
+from oscbridge.private import write_private_file
 from oscbridge.redact import redact_url, scrub, strip_password
 from oscbridge.store.db import CONNECTION_ERRORS, DatabaseRefused, open_connection
 from oscbridge.store.embedded import running_url, socket_url
@@ -139,10 +139,7 @@ def write_passfile(path: Path, host: str, port: int, database: str, passwords: d
     lines = kept + [":".join(map(_pgpass_field, (host, str(port), database, role, password)))
                     for role, password in passwords.items()]
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".new")
-    with open(temporary, "w", encoding="utf-8", opener=private_opener) as out:
-        out.write("".join(line + "\n" for line in lines))
-    os.replace(temporary, path)
+    write_private_file(path, "".join(line + "\n" for line in lines).encode("utf-8"))
 
 
 def read_password(path: Path | None) -> str | None:
@@ -174,6 +171,22 @@ async def _sql(conn: asyncpg.Connection, template: str, *values: str) -> None:
     server's format() (%I, %L)."""
     statement = await conn.fetchval("SELECT format($1::text, VARIADIC $2::text[])", template, list(values))
     await conn.execute(statement)
+
+
+async def act_as_database_owner(conn: asyncpg.Connection) -> str:
+    """SET ROLE to the owner of the connection's database (`db init` makes it the owner role), so that what follows
+    is the owner's whoever logged in: the objects a migration creates and the default privileges granted. Applied
+    as an administrator, a migration's tables would be `postgres`'s, and the next `db upgrade` as the owner role
+    would fail on them with "must be owner". Returns the owner's name."""
+    owner: str = await conn.fetchval("SELECT pg_get_userbyid(datdba) FROM pg_database "
+                                     "WHERE datname = current_database()")
+    try:
+        await _sql(conn, "SET ROLE %I", owner)
+    except asyncpg.InsufficientPrivilegeError as exc:
+        user = await conn.fetchval("SELECT current_user")
+        raise SchemaError(f"the role {user} may not act as {owner}, the owner of the database, and only the owner "
+                          "may change its schema: use the owner role's URL (or an administrator's)") from exc
+    return owner
 
 
 async def init_database(admin_url: str, *, database: str, owner: str, bridge: str,
@@ -209,7 +222,7 @@ async def init_database(admin_url: str, *, database: str, owner: str, bridge: st
             await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")  # not trusted: the administrator's job
         await conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")  # a database made before PostgreSQL 15
         result.taken_over = await give_to_owner(conn, owner)
-        await _sql(conn, "SET ROLE %I", owner)  # what follows is the owner's: its objects, its default privileges
+        await act_as_database_owner(conn)  # the owner's now (the database was given to it above)
         result.version = await apply_schema(conn)
         await grant_bridge(conn, bridge)
         await conn.execute("RESET ROLE")
@@ -273,11 +286,12 @@ async def init_command(ns: argparse.Namespace) -> int:
 
 
 async def upgrade_database(owner_url: str, bridge_role: str) -> tuple[int | None, int, list[str] | None]:
-    """Applies pending migrations as the role of `owner_url` and grants `bridge_role` (when there is one) its
-    rights; returns the version before and after, and the rights the bridge role still lacks (None: no such
-    role)."""
+    """Applies pending migrations as the database's owner (`owner_url` is its role, or an administrator's) and
+    grants `bridge_role` (when there is one) its rights; returns the version before and after, and the rights the
+    bridge role still lacks (None: no such role)."""
     conn = await open_connection(owner_url)
     try:
+        await act_as_database_owner(conn)
         before = await current_version(conn)
         after = await apply_schema(conn)
         if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", bridge_role):

@@ -120,7 +120,7 @@ async def _rows(conn: asyncpg.Connection, kind: Kind, key: str, value: str) -> l
 
 
 async def read_history(conn: asyncpg.Connection, name: str | None) -> History:
-    """The project `name` (default: the one opened last, as the bridge picks it when it starts) and its rows.
+    """The project `name` (default: the one opened last on any bridge) and its rows.
 
     Raises ExportError naming the known projects when there is no live project of that name."""
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")

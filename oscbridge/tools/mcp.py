@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from oscbridge.flags import add_settings_flags, settings_from
+from oscbridge.flags import settings_from
 from oscbridge.logs import configure_logging
-from oscbridge.mcp.link import BridgeLink, CallFailed, Connect, Unreachable, refuse_nul
+from oscbridge.mcp.link import BridgeLink, CallFailed, Connect, Unreachable, refuse_unstorable
 from oscbridge.osc.transport import local_target
 from oscbridge.tools.terminal import session
 
@@ -33,9 +33,14 @@ must be running (`oscbridge serve`); the same --host/--osc-port/--config as for 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Only what finds the bridge, and control: not `serve`'s settings flags, whose --host means the address to
+    listen on and whose --http-port, --data-dir and --database-url this command would take and ignore."""
     parser.description = DESCRIPTION
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    add_settings_flags(parser)
+    parser.add_argument("--host", help="where the bridge listens (default 127.0.0.1; a bridge listening on 0.0.0.0 "
+                                       "is reached on 127.0.0.1)")
+    parser.add_argument("--osc-port", type=int, help="the bridge's OSC port (default 8999)")
+    parser.add_argument("--config", help="the bridge's TOML settings file, to take its host and OSC port from")
     parser.add_argument("--allow-control", action="store_true",
                         help="also offer the tools that act: set a plugin's GAIN, switch the calibration tone, "
                              "save messages and decisions, create snapshots (off: the client can only read)")
@@ -48,7 +53,7 @@ class OscLink:
         self._bridge = bridge
 
     async def _request(self, address: str, args: tuple[Any, ...], *, is_list: bool) -> list[list[Any]]:
-        refuse_nul(address, args)
+        refuse_unstorable(address, args)
         try:
             return await self._bridge.request(address, *args, is_list=is_list)
         except session.ReplyError as exc:

@@ -20,14 +20,15 @@ from oscbridge.flags import add_settings_flags, settings_from
 from oscbridge.logs import configure_logging
 from oscbridge.redact import redact_url
 from oscbridge.store.core_ops import repair_parents
-from oscbridge.store.db import CONNECTION_ERRORS, Database
+from oscbridge.store.db import CONNECTION_ERRORS, Database, DatabaseRefused
 from oscbridge.store.embedded import EmbeddedPostgres
 from oscbridge.store.identity import load_identity
 from oscbridge.store.schema import SchemaError
 from oscbridge.store.spool import Spool, SpoolError, SpoolLocked
 from oscbridge.store.writer import RetryResult, Writer, retry_rejected
 
-DB_ERRORS: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, SchemaError)
+# What a database that cannot be used raises: unreachable, a login or certificate refused, a schema it cannot take.
+DB_ERRORS: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, DatabaseRefused, SchemaError)
 REPLY_MARGIN = 5.0  # seconds the client waits beyond the bridge's own wait
 
 

@@ -27,6 +27,7 @@ from oscbridge import __version__
 from oscbridge.api.endpoint import Endpoint, failure, internal_error
 from oscbridge.logs import get_logger
 from oscbridge.mcp.mount import McpHttp
+from oscbridge.storable import WHY, first_unstorable
 from oscbridge.typedefs import ErrorCode
 from oscbridge.web.calls import WebPeer, as_json, perform
 from oscbridge.web.feed import OUTPUT, LiveFeed, Page
@@ -62,18 +63,6 @@ _REFUSED = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection
 def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"ok": False, "error": {"code": code, "message": message}}, status=status,
                              dumps=OUTPUT)
-
-
-def _storable(text: str) -> bool:
-    """Text an OSC string can carry: JSON can hold NUL and unpaired surrogates, which would be acknowledged and
-    then refused by PostgreSQL."""
-    if "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _bearer(request: web.Request) -> str | None:
@@ -199,11 +188,9 @@ class WebServer:
                 isinstance(a, (dict, list)) for a in args):
             return _error(400, ErrorCode.BAD_REQUEST, 'the body must be {"address": "/bridge/...", "args": [...]} '
                                                       f"with at most {MAX_ARGS} text, number or boolean arguments")
-        unstorable = next((n for n, a in enumerate(args) if isinstance(a, str) and not _storable(a)), None)
+        unstorable = first_unstorable(args)
         if unstorable is not None:
-            return _error(400, ErrorCode.BAD_REQUEST, f"argument {unstorable + 1} holds a NUL character or an "
-                                                      "unpaired surrogate (\\ud800-\\udfff), which OSC cannot carry "
-                                                      "and PostgreSQL cannot store")
+            return _error(400, ErrorCode.BAD_REQUEST, f"argument {unstorable + 1} holds {WHY}")
         endpoint = self._endpoints.get(address)
         if endpoint is None or endpoint.context:
             return _error(404, ErrorCode.NOT_FOUND, f"{address[:100]} is not a request offered over HTTP "

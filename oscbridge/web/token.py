@@ -8,11 +8,10 @@ or the fragment of our page, so it cannot steer the bridge (docs/web.md, Securit
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
-from oscbridge.private import private_opener
+from oscbridge.private import write_private_file
 
 TOKEN_FILE = "web-token"
 TOKEN_BYTES = 32
@@ -37,9 +36,5 @@ def load_or_create_token(data_dir: Path) -> str:
     if existing is not None:
         return existing
     token = secrets.token_urlsafe(TOKEN_BYTES)
-    path = token_path(data_dir)
-    temporary = path.with_name(path.name + ".new")
-    with open(temporary, "w", encoding="ascii", opener=private_opener) as out:
-        out.write(token + "\n")
-    os.replace(temporary, path)  # whole or not at all: a crash never leaves a half token
+    write_private_file(token_path(data_dir), (token + "\n").encode("ascii"))  # a crash never leaves a half token
     return token
