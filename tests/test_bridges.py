@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import stat
+import uuid
 from pathlib import Path
 
 import asyncpg
@@ -19,7 +20,7 @@ from oscbridge.store.db import Database
 from oscbridge.store.identity import IdentityError, load_identity
 from oscbridge.store.spool import Spool
 from oscbridge.store.writer import Writer
-from oscbridge.store.writes import PluginInstanceRow, PortQuarantineRow
+from oscbridge.store.writes import DebugRow, PluginInstanceRow, PortQuarantineRow
 from oscbridge.tools.sim.plugin import PluginFleet
 from tests.conftest import running, wait_until
 from tests.hub_support import hub_settings, sim_config
@@ -155,6 +156,27 @@ async def test_a_missing_session_is_repaired_and_the_writes_applied(tmp_path: Pa
         await committed(bridge)
         await client.close()
     assert (await rows(database_url, "SELECT name FROM projects WHERE id = $1", project))[0]["name"] == "Fragile"
+
+
+async def test_a_write_refused_even_after_the_repair_leaves_nothing_repaired_behind(tmp_path: Path,
+                                                                                    database_url: str) -> None:
+    """A debug row naming a project that does not exist and another project's session: the repair makes the
+    project, the write is refused all the same (the session is not in that project), and the repaired project is
+    rolled back with it instead of staying as a "Recovered project" that every bridge would list."""
+    settings = hub_settings(tmp_path, database_url, plugins=2)
+    async with running(settings) as bridge:
+        client = await BridgeClient.connect("127.0.0.1", settings.osc_port)
+        await client.call("/bridge/project/open", "Elsewhere", "")
+        await committed(bridge)
+        await client.close()
+        _, session = bridge.projects.ids()
+        nowhere = str(uuid.uuid4())
+        bridge.writer.submit(DebugRow(str(uuid.uuid4()), nowhere, session, "orchestrator", None, "log", "lost?",
+                                      None, 1_780_000_000.0))
+        await committed(bridge)
+        assert bridge.writer.rejected == 1 and bridge.writer.repaired == 0
+        assert bridge.parts.spool.rejected_count == 1  # kept in rejected.jsonl with the reason, not dropped
+    assert await rows(database_url, "SELECT 1 FROM projects WHERE id = $1", nowhere) == []
 
 
 async def test_bridges_list_only_their_own_plugins(tmp_path: Path, database_url: str) -> None:

@@ -31,7 +31,7 @@ from oscbridge.tools.terminal import session
 from oscbridge.tools.terminal.calibrate import interactive
 from oscbridge.tools.terminal.output import Output
 from oscbridge.tools.terminal.tail import Filter, tail
-from tests.conftest import free_port, make_settings, running, wait_until
+from tests.conftest import free_port, make_settings, run_cli, running, wait_until
 from tests.hub_support import hub_settings, sim_config
 from tests.pty_support import ANSI, terminal_env
 
@@ -401,3 +401,16 @@ async def test_on_a_terminal_tables_are_drawn_in_colour_and_piped_they_are_plain
         live = await asyncio.to_thread(on_a_terminal, ["levels", "--watch", "--count", "3", "--interval", "0.05",
                                                        *at])
         assert "\x1b[2K" in live or "\x1b[1A" in live  # the cursor goes back up to redraw
+
+
+def test_commands_that_talk_to_a_bridge_offer_only_what_finds_it() -> None:
+    """`--host` of these commands is where the bridge listens, not an address to listen on, and the storage flags
+    of `serve` would be taken and ignored: they are refused. (`mcp`: tests/test_mcp_input.py.)"""
+    for command in ("call", "status", "plugins", "tracks", "levels", "tail", "search", "calibrate"):
+        shown = run_cli(command, "--help")
+        assert shown.returncode == 0, shown.stderr
+        text = " ".join(shown.stdout.split())
+        assert "where the bridge listens" in text and "--osc-port" in text, command
+        assert not any(flag in text for flag in ("--database-url", "--data-dir", "--http-port")), command
+        refused = run_cli(command, "--database-url", "postgresql://nowhere/db")
+        assert refused.returncode == 2 and "unrecognized arguments: --database-url" in refused.stderr, command

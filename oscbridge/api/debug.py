@@ -15,6 +15,7 @@ from oscbridge.api.params import Int, Str
 from oscbridge.api.reads import reading
 from oscbridge.clock import Clock
 from oscbridge.projects import Projects
+from oscbridge.storable import storable
 from oscbridge.store.db import Database
 from oscbridge.store.debug_tail import DebugTail
 from oscbridge.store.writer import Writer
@@ -65,12 +66,8 @@ def _jsonb_problem(value: Any) -> str | None:
         if isinstance(item, float) and not math.isfinite(item):
             return "NaN and Infinity (or numbers too large for a double) are not JSON numbers"
         if isinstance(item, str):
-            if "\x00" in item:
-                return "text containing \\u0000 cannot be stored"
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return "text containing an unpaired surrogate escape (\\ud800-\\udfff) cannot be stored"
+            if not storable(item):
+                return "text containing \\u0000 or an unpaired surrogate escape (\\ud800-\\udfff) cannot be stored"
         elif isinstance(item, dict):
             stack.extend(item)
             stack.extend(item.values())

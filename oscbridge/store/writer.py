@@ -276,32 +276,35 @@ class Writer:
 
     async def _write_one(self, conn: asyncpg.Connection, entry: Entry) -> str | None:
         """Applies one write in its own transaction; when it is refused and `repair` makes what it lacked, applies
-        it once more. Returns why it was refused for good, or None."""
+        it once more, in the repair's transaction (a write refused even then leaves no repaired parent behind, such
+        as a "Recovered project" every bridge would list). Returns why it was refused for good, or None."""
         op = entry.op
         assert op is not None
-        for attempt in range(2):
-            try:
-                async with conn.transaction():
-                    await self._as_this_bridge(conn)
-                    await self.kinds[op.KIND].apply(conn, [op])
-                return None
-            except Exception as exc:
-                if classify(exc) != "refused":
-                    raise
-                if attempt or self._repair is None or not await self._repaired(conn, op, exc):
-                    return _reason(exc)
+        try:
+            async with conn.transaction():
+                await self._as_this_bridge(conn)
+                await self.kinds[op.KIND].apply(conn, [op])
+            return None
+        except Exception as exc:
+            if classify(exc) != "refused":
+                raise
+            if self._repair is None:
+                return _reason(exc)
+            refused = exc
+        try:
+            async with conn.transaction():
+                await self._as_this_bridge(conn)
+                if not await self._repair(conn, op, refused):
+                    return _reason(refused)
+                await self.kinds[op.KIND].apply(conn, [op])
+        except Exception as exc:
+            if classify(exc) != "refused":
+                raise
+            return _reason(exc)
+        self.repaired += 1
+        self._warn_repaired(kind=op.KIND, id=getattr(op, "id", None), error=str(refused)[:300],
+                            hint="what the write refers to was missing and was made; the write is applied")
         return None
-
-    async def _repaired(self, conn: asyncpg.Connection, op: WriteOp, exc: BaseException) -> bool:
-        assert self._repair is not None
-        async with conn.transaction():
-            await self._as_this_bridge(conn)
-            made = await self._repair(conn, op, exc)
-        if made:
-            self.repaired += 1
-            self._warn_repaired(kind=op.KIND, id=getattr(op, "id", None), error=str(exc)[:300],
-                                hint="what the write refers to was missing and was made; the write is applied")
-        return made
 
     async def _as_this_bridge(self, conn: asyncpg.Connection) -> None:
         """Marks the transaction as this bridge's (rows it inserts take the id from their column default)."""

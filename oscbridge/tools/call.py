@@ -14,7 +14,7 @@ import argparse
 from functools import partial
 from typing import Any
 
-from oscbridge.flags import add_settings_flags
+from oscbridge.flags import add_bridge_client_flags
 from oscbridge.tools.terminal import session
 from oscbridge.tools.terminal.columns import LISTS, columns_of
 from oscbridge.tools.terminal.output import Output
@@ -23,7 +23,7 @@ from oscbridge.tools.terminal.output import Output
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("address")
     parser.add_argument("args", nargs="*", help="arguments after the request id; i:5 f:1.5 s:7 force a type")
-    add_settings_flags(parser)
+    add_bridge_client_flags(parser)
     parser.add_argument("--tcp", action="store_true", help="use TCP (no size limit) instead of UDP")
     parser.add_argument("--timeout", type=float, default=session.REQUEST_TIMEOUT)
     parser.add_argument("--header", action=argparse.BooleanOptionalAction, default=None,

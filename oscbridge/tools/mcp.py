@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from oscbridge.flags import settings_from
+from oscbridge.flags import add_bridge_client_flags, settings_from
 from oscbridge.logs import configure_logging
 from oscbridge.mcp.link import BridgeLink, CallFailed, Connect, Unreachable, refuse_unstorable
 from oscbridge.osc.transport import local_target
@@ -37,10 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     listen on and whose --http-port, --data-dir and --database-url this command would take and ignore."""
     parser.description = DESCRIPTION
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.add_argument("--host", help="where the bridge listens (default 127.0.0.1; a bridge listening on 0.0.0.0 "
-                                       "is reached on 127.0.0.1)")
-    parser.add_argument("--osc-port", type=int, help="the bridge's OSC port (default 8999)")
-    parser.add_argument("--config", help="the bridge's TOML settings file, to take its host and OSC port from")
+    add_bridge_client_flags(parser)
     parser.add_argument("--allow-control", action="store_true",
                         help="also offer the tools that act: set a plugin's GAIN, switch the calibration tone, "
                              "save messages and decisions, create snapshots (off: the client can only read)")

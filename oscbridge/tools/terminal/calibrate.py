@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from rich.prompt import Confirm, Prompt
 
-from oscbridge.flags import add_settings_flags
+from oscbridge.flags import add_bridge_client_flags
 from oscbridge.tools.terminal import session
 from oscbridge.tools.terminal.columns import LISTS, named
 from oscbridge.tools.terminal.output import Output
@@ -49,7 +49,7 @@ class NoChoice(Exception):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_settings_flags(parser)
+    add_bridge_client_flags(parser)
     parser.add_argument("--tone", choices=("on", "off"), help="only switch the calibration tone on or off")
     parser.add_argument("--probe", action="store_true", help="only probe: the level of each plugin without a track")
     parser.add_argument("--assign", metavar="TRn", help="give this track id to the loudest plugin (or --instance)")

@@ -22,7 +22,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from oscbridge.flags import add_settings_flags
+from oscbridge.flags import add_bridge_client_flags
 from oscbridge.tools.terminal import session
 from oscbridge.tools.terminal.columns import named
 from oscbridge.tools.terminal.output import Output, cell
@@ -41,7 +41,7 @@ def meter_style(dbfs: float) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_settings_flags(parser)
+    add_bridge_client_flags(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--watch", action="store_true", help="keep showing the levels, live, until Ctrl-C")
     parser.add_argument("--interval", type=float, default=0.25, help="seconds between rounds with --watch")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from oscbridge.flags import add_settings_flags
+from oscbridge.flags import add_bridge_client_flags
 from oscbridge.tools.terminal import session
 from oscbridge.tools.terminal.columns import named, none_for_absent
 from oscbridge.tools.terminal.output import Output, cell, styled
@@ -18,7 +18,7 @@ COLUMNS = ("instance_id", "port", "state", "plugin_id", "track_number", "track_n
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_settings_flags(parser)
+    add_bridge_client_flags(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
 
 

@@ -9,7 +9,7 @@ import argparse
 from datetime import datetime
 from functools import partial
 
-from oscbridge.flags import add_settings_flags
+from oscbridge.flags import add_bridge_client_flags
 from oscbridge.tools.terminal import session
 from oscbridge.tools.terminal.columns import named
 from oscbridge.tools.terminal.output import Output, one_line
@@ -21,7 +21,7 @@ SEARCH_TIMEOUT = 10.0  # the query's embedding (when Ollama answers) and the hyb
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", nargs="+", help="what to look for (several words are one query)")
-    add_settings_flags(parser)
+    add_bridge_client_flags(parser)
     parser.add_argument("--limit", type=int, default=10, help="how many messages, 1-100 (default 10)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
 

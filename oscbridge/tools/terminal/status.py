@@ -17,7 +17,7 @@ from typing import Any
 from rich.text import Text
 
 from oscbridge.clock import duration
-from oscbridge.flags import add_settings_flags
+from oscbridge.flags import add_bridge_client_flags
 from oscbridge.store.spool import MIB, human
 from oscbridge.tools.terminal import session
 from oscbridge.tools.terminal.columns import named
@@ -27,7 +27,7 @@ DEFAULT_SAMPLE = 1.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_settings_flags(parser)
+    add_bridge_client_flags(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     parser.add_argument("--sample", type=float, default=DEFAULT_SAMPLE,
                         help="seconds over which to measure the embedding rate when messages wait (0 = do not)")

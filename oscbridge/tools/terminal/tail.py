@@ -22,7 +22,7 @@ from typing import Any
 
 from rich.table import Table
 
-from oscbridge.flags import add_settings_flags
+from oscbridge.flags import add_bridge_client_flags
 from oscbridge.osc.pattern import AddressPattern
 from oscbridge.tools.terminal import session
 from oscbridge.tools.terminal.columns import named
@@ -51,7 +51,7 @@ class Filter:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_settings_flags(parser)
+    add_bridge_client_flags(parser)
     parser.add_argument("--address", help="OSC address pattern the row's address must match, e.g. '/aiplayer/*'")
     parser.add_argument("--sender", help="only rows from this sender (e.g. 127.0.0.1:57012)")
     parser.add_argument("-n", "--lines", type=int, default=10, help="rows from before the start to show (default 10)")
