@@ -14,7 +14,7 @@ from oscbridge.config import Settings, load_settings
 
 
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--host", help="the address the bridge listens on (default 127.0.0.1)")
     parser.add_argument("--osc-port", type=int, help="UDP and TCP port (default 8999)")
     parser.add_argument("--http-port", type=int, help="port of the web page (default 8998; 0 = no web page)")
     parser.add_argument("--data-dir", help="where the embedded database, spool and logs live")

@@ -146,8 +146,9 @@ class RateLimitedWarning:
     with how many were suppressed, so the disk and the CPU are spared.
     """
 
-    def __init__(self, logger: Any, event: str, interval: float = 10.0) -> None:
+    def __init__(self, logger: Any, event: str, interval: float = 10.0, level: str = "warning") -> None:
         self._logger = logger
+        self._level = level  # looked up at each call: the logger may be configured after this is made
         self._event = event
         self._interval = interval
         self._next = 0.0
@@ -158,6 +159,6 @@ class RateLimitedWarning:
         if now < self._next:
             self._suppressed += 1
             return
-        self._logger.warning(self._event, suppressed=self._suppressed, **fields)
+        getattr(self._logger, self._level)(self._event, suppressed=self._suppressed, **fields)
         self._suppressed = 0
         self._next = now + self._interval

@@ -39,6 +39,9 @@ class Router:
         self._tasks: set[asyncio.Task[None]] = set()
         self._warn_malformed: dict[str, RateLimitedWarning] = {}  # one per kind of problem (a fixed, small set)
         self._warn_unknown = RateLimitedWarning(log, "unknown_address")
+        # A bug hit by every datagram must not write a traceback per datagram: one per address and 10 s, counted.
+        self._handler_failed: dict[str, RateLimitedWarning] = {}
+        self._request_failed: dict[str, RateLimitedWarning] = {}
 
     # -- entry points from the transports -------------------------------------------------------------------
 
@@ -67,7 +70,8 @@ class Router:
                 except Exception as exc:
                     # A bug in one handler must not take the receive path down with it.
                     self.counters["handler_errors"] += 1
-                    log.exception("plugin_handler_failed", address=message.address, error=str(exc))
+                    _failure_log(self._handler_failed, "plugin_handler_failed", message.address)(
+                        address=message.address, error=str(exc), exc_info=True)
                 continue
             if message.address.startswith("/bridge/"):
                 self._request(message, peer or self._udp.peer(addr))
@@ -137,7 +141,8 @@ class Router:
         known = failure(exc)
         if known is None:
             self.counters["internal_errors"] += 1
-            log.exception("request_failed", address=request.address, error=str(exc))
+            _failure_log(self._request_failed, "request_failed", request.address)(
+                address=request.address, error=str(exc), exc_info=True)
             known = ErrorCode.INTERNAL, internal_error(exc)
         self._send_error(request.peer, reply_address, request.req_id, *known)
 
@@ -180,3 +185,12 @@ class Router:
 
     def stats(self) -> dict[str, int]:
         return {**{f"router.{k}": v for k, v in self.counters.items()}, "router.packets_in": self.packets_in}
+
+
+def _failure_log(by_address: dict[str, RateLimitedWarning], event: str, address: str) -> RateLimitedWarning:
+    """The rate-limited error line for failures at `address` (only addresses with a handler get one, so the
+    dictionary is as small as the dispatch tables)."""
+    warn = by_address.get(address)
+    if warn is None:
+        warn = by_address[address] = RateLimitedWarning(log, event, level="error")
+    return warn

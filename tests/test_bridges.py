@@ -158,8 +158,8 @@ async def test_a_missing_session_is_repaired_and_the_writes_applied(tmp_path: Pa
     assert (await rows(database_url, "SELECT name FROM projects WHERE id = $1", project))[0]["name"] == "Fragile"
 
 
-async def test_a_write_refused_even_after_the_repair_leaves_nothing_repaired_behind(tmp_path: Path,
-                                                                                    database_url: str) -> None:
+async def test_a_write_refused_even_after_the_repair_leaves_nothing_repaired_behind(
+        tmp_path: Path, database_url: str, caplog: pytest.LogCaptureFixture) -> None:
     """A debug row naming a project that does not exist and another project's session: the repair makes the
     project, the write is refused all the same (the session is not in that project), and the repaired project is
     rolled back with it instead of staying as a "Recovered project" that every bridge would list."""
@@ -176,7 +176,13 @@ async def test_a_write_refused_even_after_the_repair_leaves_nothing_repaired_beh
         await committed(bridge)
         assert bridge.writer.rejected == 1 and bridge.writer.repaired == 0
         assert bridge.parts.spool.rejected_count == 1  # kept in rejected.jsonl with the reason, not dropped
+        async with await BridgeClient.connect("127.0.0.1", settings.osc_port, transport="tcp") as client:
+            assert (await client.call("/bridge/status"))[8] == 1  # result 9: rejected writes (docs/bridge-api-notes.md)
+            health = {row[0]: row[1:] for row in await client.rows("/bridge/health")}
+            assert health["writes"][0] == "warn" and "1 refused by PostgreSQL" in health["writes"][1]
     assert await rows(database_url, "SELECT 1 FROM projects WHERE id = $1", nowhere) == []
+    async with running(settings):  # and the next start says so, with what to do
+        assert "rejected_writes_waiting" in caplog.text and "spool retry-rejected" in caplog.text
 
 
 async def test_bridges_list_only_their_own_plugins(tmp_path: Path, database_url: str) -> None:

@@ -322,6 +322,18 @@ async def test_over_streamable_http_with_the_token(tmp_path: Path, database_url:
             assert "no track 'Bass'" in await refused(session, "set_plugin_parameter", track="Bass", value=-1)
 
 
+async def test_over_streamable_http_the_tools_that_act_are_off_by_default(tmp_path: Path, database_url: str) -> None:
+    http_port = free_port()
+    async with studio_bridge(tmp_path, database_url, http_port=http_port) as (bridge, fleet):
+        token = token_path(bridge.settings.data_dir).read_text().strip()
+        async with over_http(f"http://127.0.0.1:{http_port}/mcp", {"Authorization": f"Bearer {token}"}) as session:
+            assert {tool.name for tool in (await session.list_tools()).tools} == READ_TOOLS
+            fleet[0].datagrams.clear()
+            assert "set_plugin_parameter" in await refused(session, "set_plugin_parameter", track=1, value=-6)
+            await asyncio.sleep(0.2)
+            assert fleet[0].datagrams == []  # nothing reached the plugin
+
+
 async def test_without_a_bridge_the_tools_say_how_to_start_one() -> None:
     port = free_port()
     async with over_stdio(port) as session:

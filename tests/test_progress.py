@@ -26,6 +26,8 @@ ROWS = 300
 DATAGRAMS = 3000
 RMS = b"/aiplayer/rms\x00\x00\x00,if\x00\x00\x00\x00\x03\x3e\x80\x00\x00"
 
+TIME_LEFT = r" (took \d+:\d\d:\d\d|[-:\d]+ left)"  # the last column: time left, or taken once done
+
 
 def both_ways(home: Path, on_terminal: list[str], piped: list[str]) -> tuple[Run, Run]:
     """A command run with stderr on a terminal, then another on a pipe; both must succeed."""
@@ -46,7 +48,7 @@ async def test_migrate_sqlite_counts_the_rows_it_imports_on_a_terminal(
     args = ["migrate-sqlite", str(source), "--osc-port", str(free_port()), "--database-url"]
     shown, piped = both_ways(tmp_path, [*args, database_url], [*args, await pg.upgraded_database()])
 
-    assert re.search(rf"importing .*\b{ROWS}/{ROWS} rows\b.* [\d,]+ rows/s\b", plain(shown.error_text)), \
+    assert re.search(rf"importing .*\b{ROWS}/{ROWS} rows\b.* [\d,]+ rows/s\b.*{TIME_LEFT}", plain(shown.error_text)), \
         shown.error_text
     assert f"summary: {ROWS} row(s) read, {ROWS} imported" in piped.stdout.decode()
     assert shown.stdout == piped.stdout
@@ -83,7 +85,7 @@ def test_replay_counts_the_datagrams_it_sends_on_a_terminal(tmp_path: Path, sink
     args = ["replay", str(path), "--target", f"127.0.0.1:{sink}", "--speed", "0"]
     shown, piped = both_ways(tmp_path, args, args)
 
-    assert re.search(rf"replay .*\b{DATAGRAMS}/{DATAGRAMS} datagrams\b.* [\d,]+ datagrams/s\b",
+    assert re.search(rf"replay .*\b{DATAGRAMS}/{DATAGRAMS} datagrams\b.* [\d,]+ datagrams/s\b.*{TIME_LEFT}",
                      plain(shown.error_text)), shown.error_text
     assert piped.stderr == b""
 

@@ -67,10 +67,11 @@ async def test_only_old_debug_rows_go_in_batches_while_writes_continue(database_
                     await asyncio.sleep(0)
 
         writing = asyncio.create_task(keep_writing())
-        removed = await Retention(db, 30, 3600, SYSTEM_CLOCK).remove_old()
+        remover = Retention(db, 30, 3600, SYSTEM_CLOCK)
+        removed = await remover.remove_old()
         stop.set()
         await writing
-        assert removed == 2000
+        assert removed == 2000 and remover.batches == 7  # 6 of 300 rows, then the last 200
         assert written > 0
         assert await counts(conn) == (0, 100 + written, 1, 1)
     finally:
@@ -113,4 +114,31 @@ async def test_no_retention_keeps_everything(tmp_path: Path, database_url: str) 
             assert bridge.parts.retention.runs == 0
         assert (await counts(conn))[:2] == (50, 5)
     finally:
+        await conn.close()
+
+
+async def test_a_refused_removal_is_tried_again_and_never_ends_the_retention(tmp_path: Path, database_url: str,
+                                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """Before, anything but a connection error ended the retention task for good, without a word."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await seed(conn, old=50, new=5)
+        await conn.execute("CREATE FUNCTION keep_debug_rows() RETURNS trigger LANGUAGE plpgsql AS "
+                           "$$ BEGIN RAISE EXCEPTION 'debug rows are evidence'; END $$")
+        await conn.execute("CREATE TRIGGER keep_debug_rows BEFORE DELETE ON mission_control_debug "
+                           "FOR EACH ROW EXECUTE FUNCTION keep_debug_rows()")
+        async with running(make_settings(tmp_path, database_url, retention_interval=0.1)) as bridge:
+            remover = bridge.parts.retention
+            await wait_until(lambda: remover.failures >= 2, timeout=10)  # tried again after the first refusal
+            assert (await counts(conn))[0] == 50
+            assert "retention_failed" in caplog.text and "debug rows are evidence" in caplog.text
+            await conn.execute("DROP TRIGGER keep_debug_rows ON mission_control_debug")
+
+            async def old_gone() -> bool:
+                return (await counts(conn))[0] == 0
+
+            await wait_until(old_gone, timeout=10)
+            assert remover.deleted == 50
+    finally:
+        await conn.execute("DROP TRIGGER IF EXISTS keep_debug_rows ON mission_control_debug")
         await conn.close()

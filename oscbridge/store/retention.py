@@ -38,6 +38,8 @@ class Retention:
         self._clock = clock
         self.deleted = 0
         self.runs = 0
+        self.failures = 0
+        self.batches = 0  # DELETE statements run
         self._task: asyncio.Task[None] | None = None
         self._warn = RateLimitedWarning(log, "retention_failed", interval=600.0)
 
@@ -57,6 +59,10 @@ class Retention:
                 await self.remove_old()
             except CONNECTION_ERRORS as exc:  # the database is down: next time
                 self._warn(error=str(exc)[:200])
+            except Exception as exc:  # refused (a revoked DELETE, a changed schema): next time, never silently ended
+                self.failures += 1
+                self._warn(error=f"{type(exc).__name__}: {exc}"[:300],
+                           hint="debug rows are kept meanwhile; removal is tried again at the next interval")
             await self._clock.sleep(self._interval)
 
     async def remove_old(self) -> int:
@@ -67,6 +73,7 @@ class Retention:
             async with self._db.acquire() as conn:
                 result = await conn.execute(_DELETE, cutoff, RETENTION_BATCH)
             count = int(result.split()[-1])
+            self.batches += 1
             removed += count
             self.deleted += count
             if count < RETENTION_BATCH:
@@ -78,4 +85,4 @@ class Retention:
         return removed
 
     def stats(self) -> dict[str, int]:
-        return {"retention.deleted": self.deleted, "retention.runs": self.runs}
+        return {"retention.deleted": self.deleted, "retention.runs": self.runs, "retention.failures": self.failures}

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from oscbridge.logs import RateLimitedWarning, get_logger
-from oscbridge.private import private_dir, private_opener, tighten_file
+from oscbridge.private import private_dir, private_opener, tighten_file, write_private_file
 
 log = get_logger("oscbridge.spool")
 
@@ -445,14 +445,7 @@ class Spool:
         if not kept:
             os.truncate(self.rejected_path, 0)  # needs no space, unlike a new file
             return
-        tmp = self.rejected_path.with_name(self.rejected_path.name + ".tmp")
-        fd = private_opener(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        try:
-            write_whole(fd, b"".join(kept), 0)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.rejected_path)
+        write_private_file(self.rejected_path, b"".join(kept))  # whole or not at all, no temporary file left
 
     def close(self) -> None:
         self._reader.close()
