@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from oscbridge.api.endpoint import Endpoint, Peer, Request, Rows, failure, internal_error
@@ -42,6 +43,11 @@ class Router:
         # A bug hit by every datagram must not write a traceback per datagram: one per address and 10 s, counted.
         self._handler_failed: dict[str, RateLimitedWarning] = {}
         self._request_failed: dict[str, RateLimitedWarning] = {}
+
+    @property
+    def endpoints(self) -> Mapping[str, Endpoint]:
+        """The `/bridge/*` requests this router answers (the table the web page and /mcp share)."""
+        return self._endpoints
 
     # -- entry points from the transports -------------------------------------------------------------------
 

@@ -19,16 +19,18 @@ import asyncpg
 import pytest
 
 from oscbridge.client import BridgeClient
+from oscbridge.config import Settings
 from oscbridge.store.archive import MANIFEST, DamagedBackup, Manifest, read_archive
 from oscbridge.store.backup import (
     BackupSchedule,
     copy_unapplied,
+    count_rows,
     create_backup,
     libpq_target,
     list_backups,
     pg_tool,
 )
-from oscbridge.store.embedded import running_url
+from oscbridge.store.embedded import EmbeddedPostgres, running_url
 from oscbridge.store.upgrade import installs
 from oscbridge.tools.restore import EXIT_DAMAGED, EXIT_IN_USE, EXIT_NOT_EMPTY, restore_command
 from tests.conftest import make_settings, run_cli, running, wait_until
@@ -47,6 +49,11 @@ async def fetch_all(url: str, query: str) -> list[asyncpg.Record]:
         return list(await conn.fetch(query))
     finally:
         await conn.close()
+
+
+def spool_files(settings: Settings) -> list[tuple[str, bytes]]:
+    """What the data dir's spool holds (its lock file aside), to show that a refused restore left it alone."""
+    return sorted((p.name, p.read_bytes()) for p in settings.spool_dir.iterdir() if p.name != "lock")
 
 
 def manifest_of(path: Path, tmp: Path) -> Manifest:
@@ -349,6 +356,41 @@ async def test_backup_of_the_embedded_database_with_and_without_the_bridge(tmp_p
     manifests = [manifest_of(p, tmp_path) for p in made]
     assert [m.row_counts["public.messages"] for m in manifests] == [1, 2]
     assert {m.database for m in manifests} == {"embedded"}
+
+    # Restored into the same embedded data dir, which is not empty: refused without --force, a damaged file
+    # refused even with it, and both change nothing; with --force the staging database replaces the old one.
+    # The test holds the server, so each restore attaches to it instead of starting and stopping one.
+    server = EmbeddedPostgres(settings.embedded_pgdata)
+    url = await server.ensure_database(await asyncio.to_thread(server.start))
+    try:
+        query = "SELECT id, content FROM messages ORDER BY id"
+        before = await fetch_all(url, query)
+        spool_before = spool_files(settings)
+        assert [row["content"] for row in before] == ["first", "second"]
+        restore = ("restore", "--data-dir", str(settings.data_dir))
+        out = await asyncio.to_thread(run_cli, *restore, str(made[0]))
+        assert out.returncode == EXIT_NOT_EMPTY, out.stderr
+        assert "not empty" in out.stderr and "messages 2" in out.stderr and "--force" in out.stderr
+        cut = tmp_path / "cut.tar"
+        cut.write_bytes(made[0].read_bytes()[:made[0].stat().st_size // 2])
+        out = await asyncio.to_thread(run_cli, *restore, str(cut), "--force")
+        assert out.returncode == EXIT_DAMAGED, out.stderr
+        assert "truncated or damaged" in out.stderr and "Nothing was changed" in out.stderr
+        assert await fetch_all(url, query) == before and spool_files(settings) == spool_before
+
+        out = await asyncio.to_thread(run_cli, *restore, str(made[0]), "--force")
+        assert out.returncode == 0, out.stderr
+        assert "the same as the backup's manifest" in out.stdout
+        after = await fetch_all(url, query)
+        assert [(row["id"], row["content"]) for row in after] == [(before[0]["id"], "first")]
+        conn = await asyncpg.connect(url)
+        try:
+            restored = {name: rows for name, rows in (await count_rows(conn)).items() if rows}
+        finally:
+            await conn.close()
+        assert restored == {name: rows for name, rows in manifests[0].row_counts.items() if rows}
+    finally:
+        await asyncio.to_thread(server.stop)
 
 
 def test_backup_without_a_database_says_what_to_do(tmp_path: Path) -> None:

@@ -7,11 +7,14 @@ import io
 import json
 import os
 import re
+import struct
 import sys
+import time
 from pathlib import Path
 from typing import Any, TextIO
 
 import pytest
+from pythonosc.osc_bundle import OscBundle
 
 from oscbridge.config import ConfigError, Settings
 from oscbridge.logs import configure_logging, get_logger
@@ -136,3 +139,26 @@ def test_the_log_file_stays_json_on_a_terminal(tmp_path: Path) -> None:
     finally:
         terminal.close()
         os.close(master)
+
+
+def test_python_osc_cannot_flood_the_log_file(tmp_path: Path) -> None:
+    """Issue 8: python-osc logs "Could not identify content type of dgram" through the root logger for every
+    bundle element it cannot read. Under the daemon's logging, 1,000 of them from one source line leave one line
+    (one per 10 s: more only if this machine took that long), while our own lines all pass."""
+    elements = 1000
+    bundle = b"#bundle\0" + b"\0" * 8 + (struct.pack(">i", 4) + b"xxxx") * elements
+    log_file = tmp_path / "oscbridge.log"
+    configure_logging("info", log_file, "json")
+    try:
+        started = time.monotonic()
+        assert OscBundle(bundle).num_contents == 0  # python-osc skipped (and logged) every element
+        elapsed = time.monotonic() - started
+        log = get_logger("oscbridge.test")
+        for n in range(3):
+            log.warning("ours", n=n)
+    finally:
+        configure_logging("warning")  # as tests/conftest.py set it
+    records = [json.loads(line) for line in log_file.read_text().splitlines()]
+    noise = [r for r in records if r["event"].startswith("Could not identify content type of dgram")]
+    assert 1 <= len(noise) <= 1 + int(elapsed // 10), len(noise)
+    assert [r["n"] for r in records if r["event"] == "ours"] == [0, 1, 2]

@@ -77,7 +77,7 @@ async def test_the_in_process_link_refuses_a_lone_surrogate_instead_of_failing_i
     not rely on that: such a text reaching `spool.append` failed its UTF-8 encode, answered "internal" and put a
     traceback in the bridge's log."""
     async with running(make_settings(tmp_path, database_url)) as bridge:
-        connect = in_process(bridge.router._endpoints)  # the daemon's endpoint table, as /mcp gets it
+        connect = in_process(dict(bridge.router.endpoints))  # the daemon's endpoint table, as /mcp gets it
         appended = bridge.parts.spool.appended
         caplog.clear()
         async with connect() as link:

@@ -82,7 +82,7 @@ async def test_dry_run_then_import_then_nothing_changes(tmp_path: Path, database
         assert reasons == {
             "TR4": "missing track number (NULL)", "TR5": "track number 0 is not positive",
             "TR6": "non-numeric track number 'three'", "TR7": "track number 2.5 is not a whole number",
-            "X8": "temp_id 'X8' is not a plugin id (TRn, at most 50 characters)",
+            "X8": "temp_id must start with 'TR'; got 'X8'",
         }
         assert lines[-1] == ("summary: 10 row(s) read, 4 would import, 0 unchanged, 0 kept newer, "
                              "1 duplicate(s) dropped, 5 skipped (dry run: nothing was written)")

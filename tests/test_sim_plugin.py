@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import re
 import socket
 import struct
@@ -44,12 +43,12 @@ from oscbridge.protocol import (
     TRACK_UUID_ASSIGNMENT,
     UUID_CONFIRMED,
 )
+from oscbridge.tools.ports import LOOPBACK, free_block, free_port, port_free
 from oscbridge.tools.sim import PluginFleet, SimConfig, SimulatedPlugin, build_message
 from oscbridge.tools.sim.plugin import (
     parse_like_juce,
 )
 
-LOOPBACK = "127.0.0.1"
 STEP = 7
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,46 +58,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # --------------------------------------------------------------------------------------------------------------
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def free_port_series(step: int = STEP, count: int = 3) -> int:
-    """A base port such that base, base+step, ... are all free now; 20000-30000 stays out of the OS's
-    ephemeral range, so nothing else is handed these ports while the test runs."""
-    rng = random.Random()
-    for _ in range(500):
-        base = rng.randrange(20000, 30000 - step * count)
-        held: list[socket.socket] = []
-        try:
-            for index in range(count):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                held.append(sock)
-                sock.bind((LOOPBACK, base + index * step))
-        except OSError:
-            continue
-        finally:
-            for sock in held:
-                sock.close()
-        return base
-    raise RuntimeError("no free port series found")
-
-
 def hold_port(port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((LOOPBACK, port))
     return sock
-
-
-def can_bind(port: int) -> bool:
-    try:
-        hold_port(port).close()
-    except OSError:
-        return False
-    return True
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -183,9 +146,10 @@ async def fake_bridge() -> AsyncIterator[FakeBridge]:
 
 @pytest.fixture
 def config(fake_bridge: FakeBridge) -> SimConfig:
-    return SimConfig(
-        bridge_port=fake_bridge.port, ephemeral_base=free_port_series(), ephemeral_step=STEP, ephemeral_count=3
-    )
+    """Three bootstrap candidates STEP apart, all free: the start of a free block that spans them (below the OS's
+    ephemeral range, so nothing else is handed these ports while the test runs)."""
+    return SimConfig(bridge_port=fake_bridge.port, ephemeral_base=free_block(2 * STEP + 1), ephemeral_step=STEP,
+                     ephemeral_count=3)
 
 
 def assign_free_ports(fake_bridge: FakeBridge) -> dict[str, int]:
@@ -193,7 +157,7 @@ def assign_free_ports(fake_bridge: FakeBridge) -> dict[str, int]:
     ports: dict[str, int] = {}
 
     def assign(temp_id: str) -> tuple[int, str]:
-        ports.setdefault(temp_id, free_udp_port())
+        ports.setdefault(temp_id, free_port())
         return ports[temp_id], "assigned"
 
     fake_bridge.assign = assign
@@ -249,15 +213,15 @@ async def test_assignment_moves_the_receiver_after_50ms_and_confirms_bound(
         assert confirm.addr == (LOOPBACK, plugin.sender_port)
         assert confirm.at - fake_bridge.of(REQUEST_PORT)[0].at >= 0.05
         assert (plugin.state, plugin.port, plugin.listening_port) == ("bound", assigned, assigned)
-        assert can_bind(config.ephemeral_base)  # the bootstrap socket is closed
-        assert not can_bind(assigned)
+        assert port_free(config.ephemeral_base)  # the bootstrap socket is closed
+        assert not port_free(assigned)
         await fake_bridge.barrier(assigned)  # and the plugin really answers on its new port
 
 
 async def test_assignment_is_taken_whatever_tempid_it_carries(fake_bridge: FakeBridge, config: SimConfig) -> None:
     async with SimulatedPlugin(config) as plugin:
         await fake_bridge.wait_count(REQUEST_PORT)
-        target = free_udp_port()
+        target = free_port()
         fake_bridge.send_to(
             config.ephemeral_base, PORT_ASSIGNMENT, ("s", "someone-else"), ("i", target), ("s", "assigned")
         )
@@ -268,7 +232,7 @@ async def test_assignment_is_taken_whatever_tempid_it_carries(fake_bridge: FakeB
 async def test_malformed_assignments_are_ignored(fake_bridge: FakeBridge, config: SimConfig) -> None:
     async with SimulatedPlugin(config) as plugin:
         await fake_bridge.wait_count(REQUEST_PORT)
-        port, tid = free_udp_port(), plugin.temp_id
+        port, tid = free_port(), plugin.temp_id
         for args in (
             (("s", tid), ("i", port), ("i", 1)),
             (("s", tid), ("i", port)),
@@ -291,7 +255,7 @@ async def test_error_status_keeps_the_bootstrap_port_and_a_later_assignment_stil
         assert plugin.listening_port == config.ephemeral_base
         await fake_bridge.barrier(config.ephemeral_base)  # still answers there
         # A bridge can re-adopt it by sending an unsolicited assignment to the bootstrap port.
-        target = free_udp_port()
+        target = free_port()
         fake_bridge.send_to(config.ephemeral_base, PORT_ASSIGNMENT, ("s", "x"), ("i", target), ("s", "assigned"))
         await plugin.wait_for(lambda p: p.state == "bound")
         assert plugin.port == target
@@ -301,7 +265,7 @@ async def test_error_status_keeps_the_bootstrap_port_and_a_later_assignment_stil
 async def test_failed_bind_reports_failed_and_leaves_the_plugin_deaf(
     fake_bridge: FakeBridge, config: SimConfig
 ) -> None:
-    taken = free_udp_port()
+    taken = free_port()
     with hold_port(taken) as holder:
         fake_bridge.assign = lambda temp_id: (taken, "assigned")
         async with SimulatedPlugin(config) as plugin:
@@ -309,7 +273,7 @@ async def test_failed_bind_reports_failed_and_leaves_the_plugin_deaf(
             assert len(confirm.data) == 84
             assert confirm.params == [plugin.temp_id, taken, "failed"]
             assert (plugin.state, plugin.port, plugin.listening_port) == ("deaf", None, None)
-            assert can_bind(config.ephemeral_base)  # nothing listens on the bootstrap port any more
+            assert port_free(config.ephemeral_base)  # nothing listens on the bootstrap port any more
             fake_bridge.send_to(config.ephemeral_base, QUERY_RMS, ("s", "anyone?"))
             await asyncio.sleep(0.15)
             assert [d.address for d in fake_bridge.received] == [REQUEST_PORT, PORT_CONFIRMED]  # no answer, no retry
@@ -383,7 +347,7 @@ async def test_identification_before_binding_starts_telemetry_once_bound(
         await fake_bridge.wait_count(UUID_CONFIRMED)
         await asyncio.sleep(0.12)
         assert not fake_bridge.of(TELEMETRY)  # identified but not bound: silent
-        target = free_udp_port()
+        target = free_port()
         fake_bridge.send_to(
             config.ephemeral_base, PORT_ASSIGNMENT, ("s", plugin.temp_id), ("i", target), ("s", "assigned")
         )
@@ -409,11 +373,11 @@ async def test_moving_a_bound_plugin_keeps_telemetry_and_a_failed_move_leaves_it
 ) -> None:
     plugin = bound_plugin
     await identify(fake_bridge, plugin)
-    old, new = plugin.port or 0, free_udp_port()
+    old, new = plugin.port or 0, free_port()
     fake_bridge.send_to(old, PORT_ASSIGNMENT, ("s", plugin.temp_id), ("i", new), ("s", "assigned"))
     await fake_bridge.wait_count(PORT_CONFIRMED, 2)
-    assert (plugin.state, plugin.port) == ("bound", new) and can_bind(old)
-    taken = free_udp_port()
+    assert (plugin.state, plugin.port) == ("bound", new) and port_free(old)
+    taken = free_port()
     with hold_port(taken):
         fake_bridge.send_to(new, PORT_ASSIGNMENT, ("s", plugin.temp_id), ("i", taken), ("s", "assigned"))
         confirms = await fake_bridge.wait_count(PORT_CONFIRMED, 3)
@@ -433,7 +397,7 @@ async def test_close_stops_telemetry_and_frees_both_ports(
     count = len(fake_bridge.received)
     await asyncio.sleep(0.1)
     assert len(fake_bridge.received) == count
-    assert can_bind(port)
+    assert port_free(port)
 
 
 # --------------------------------------------------------------------------------------------------------------

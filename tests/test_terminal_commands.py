@@ -12,6 +12,7 @@ import asyncio
 import fcntl
 import io
 import json
+import math
 import os
 import pty
 import re
@@ -33,7 +34,7 @@ from oscbridge.tools.terminal.output import Output
 from oscbridge.tools.terminal.tail import Filter, tail
 from tests.conftest import free_port, make_settings, run_cli, running, wait_until
 from tests.hub_support import hub_settings, sim_config
-from tests.pty_support import ANSI, terminal_env
+from tests.pty_support import ANSI, plain, terminal_env
 
 
 @dataclass
@@ -414,3 +415,31 @@ def test_commands_that_talk_to_a_bridge_offer_only_what_finds_it() -> None:
         assert not any(flag in text for flag in ("--database-url", "--data-dir", "--http-port")), command
         refused = run_cli(command, "--database-url", "postgresql://nowhere/db")
         assert refused.returncode == 2 and "unrecognized arguments: --database-url" in refused.stderr, command
+
+
+async def test_levels_watch_on_a_terminal_draws_a_meter_bar_for_each_streaming_track(tmp_path: Path,
+                                                                                     database_url: str) -> None:
+    settings = hub_settings(tmp_path, database_url, plugins=4, ollama_url=no_ollama())
+    at = ["--osc-port", str(settings.osc_port)]
+    # Linear RMS, and the colour its meter gets: -3.1 dBFS red, -14.0 yellow, -26.0 green (SGR 31, 33, 32).
+    signals = {1: (0.7, 31), 2: (0.2, 33), 3: (0.05, 32)}
+    async with running(settings), PluginFleet(3, sim_config(settings), interval=0.0) as fleet:
+        await fleet.wait_all(lambda p: p.state == "bound", timeout=5)
+        client = await BridgeClient.connect("127.0.0.1", settings.osc_port)
+        for (track, (rms, _)), plugin in zip(signals.items(), fleet, strict=True):
+            plugin.signal_rms, plugin.muted = rms, False
+            await client.call("/bridge/calibrate/assign", plugin.temp_id, f"TR{track}", track, f"Strip {track}")
+        await wait_until(lambda: _levels_of(client, {"TR1", "TR2", "TR3"}))
+        await client.close()
+        drawn = await asyncio.to_thread(on_a_terminal, ["levels", "--watch", "--count", "2", "--interval", "0.05",
+                                                        *at])
+    text = plain(drawn)
+    assert "Levels at " in text and re.search(r"track +plugin id +meter +rms dbfs +bands db +track name", text)
+    for track, (rms, colour) in signals.items():
+        dbfs = 20 * math.log10(rms)
+        # The track, its id, a bar of the meter's width (30), the level it stands for, the track's name.
+        assert re.search(rf"^ +{track} +TR{track} +[━╸╺]{{30}} +{dbfs:.1f} .* Strip {track} *$", text, re.M), text
+        # Its filled part is in the level's colour and as long as the level is above the meter's -60 dBFS floor.
+        filled = re.search(rf"TR{track} +\x1b\[{colour}m(━+)", drawn)
+        assert filled, (track, drawn)
+        assert abs(len(filled[1]) - (dbfs + 60) / 60 * 30) <= 1, (track, drawn)

@@ -19,7 +19,8 @@ from oscbridge.clock import Clock, duration
 from oscbridge.memory.worker import EmbeddingWorker
 from oscbridge.plugins.registry import InstanceRegistry
 from oscbridge.store.db import Database
-from oscbridge.store.spool import BEST_EFFORT_SHARE, DISK_WARN_BYTES, human
+from oscbridge.store.levels import disk_level, spool_level
+from oscbridge.store.spool import human
 from oscbridge.store.writer import Writer
 from oscbridge.typedefs import BridgeError, PluginState
 
@@ -99,8 +100,7 @@ class HealthApi:
         held = spool.unapplied_bytes
         text = (f"{self._writer.queued} writes queued, {human(held)} in the spool not yet in PostgreSQL, "
                 f"{spool.rejected_count} refused by PostgreSQL (rejected.jsonl)")
-        status = "warn" if held >= spool.max_bytes * BEST_EFFORT_SHARE or spool.rejected_count else "ok"
-        return ("writes", "fail" if held >= spool.max_bytes else status, text)
+        return ("writes", spool_level(held, spool.max_bytes, spool.rejected_count), text)
 
     def _refused(self, counters: dict[str, int]) -> Row:
         seen = [f"{counters[key]} {text}" for key, text in REFUSED.items() if counters.get(key)]
@@ -109,6 +109,5 @@ class HealthApi:
     def _disk(self) -> Row:
         spool = self._writer.spool
         free = spool.free_bytes()
-        status = "fail" if free < spool.reserve_bytes else "warn" if free < DISK_WARN_BYTES else "ok"
-        return ("disk", status, f"{human(free)} free next to the spool")
+        return ("disk", disk_level(free, spool.reserve_bytes), f"{human(free)} free next to the spool")
 

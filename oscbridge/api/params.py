@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from oscbridge.typedefs import PLUGIN_ID_MAX, PLUGIN_ID_PREFIX, bad_request
+from oscbridge.typedefs import PLUGIN_ID_MAX, PLUGIN_ID_MIN, PLUGIN_ID_PREFIX, bad_request, plugin_id_problem
 
 _NO_DEFAULT = object()
 N = TypeVar("N", int, float)
@@ -113,9 +113,27 @@ class Bool(Param):
         raise bad_request(f"{self.name} must be T/F or 0/1, got {value!r}")
 
 
-def plugin_id(name: str = "plugin_id") -> Str:
+@dataclass(frozen=True)
+class PluginId(Str):
+    """A track id, checked by `plugin_id_problem`, the rule the plugin hub and the SQLite import apply too. The
+    length and prefix fields only describe it (OSCQuery shows them)."""
+
+    max_len: int = PLUGIN_ID_MAX
+    min_len: int = PLUGIN_ID_MIN
+    prefix: str = PLUGIN_ID_PREFIX
+
+    def convert(self, value: Any) -> str:
+        if not isinstance(value, str):
+            raise bad_request(f"{self.name} must be a string, got {_type_name(value)}")
+        problem = plugin_id_problem(value, self.name)
+        if problem is not None:
+            raise bad_request(problem)
+        return value
+
+
+def plugin_id(name: str = "plugin_id") -> PluginId:
     """A track id as the plugins accept it: a string starting with 'TR' (case-sensitive)."""
-    return Str(name, max_len=PLUGIN_ID_MAX, min_len=3, prefix=PLUGIN_ID_PREFIX)
+    return PluginId(name)
 
 
 def convert_args(params: tuple[Param, ...], args: list[Any]) -> list[Any]:

@@ -59,7 +59,7 @@ from oscbridge.protocol import (
     UUID_CONFIRMED,
 )
 from oscbridge.store.writes import Submit, WriteOp
-from oscbridge.typedefs import INSTANCE_ID_MAX, PLUGIN_ID_MAX, PLUGIN_ID_PREFIX, Addr, PluginState
+from oscbridge.typedefs import INSTANCE_ID_MAX, PLUGIN_ID_PREFIX, Addr, PluginState, plugin_id_problem
 
 log = get_logger("oscbridge.plugins.hub")
 
@@ -191,8 +191,9 @@ class PluginHub:
 
     def _new_track(self, message: Message, addr: Addr) -> TrackLevel | None:
         plugin_id = message.args[0]
-        if not plugin_id.startswith(PLUGIN_ID_PREFIX) or len(plugin_id) > PLUGIN_ID_MAX:
-            self._reject(message, addr, "bad_track_id", f"track id {plugin_id[:60]!r} does not start with 'TR'")
+        problem = plugin_id_problem(plugin_id, "track id")
+        if problem is not None:
+            self._reject(message, addr, "bad_track_id", problem)
             return None
         level = self.levels.track(plugin_id)
         if level is None:

@@ -44,7 +44,6 @@ log = get_logger("oscbridge.spool")
 
 MIB = 1024 * 1024
 BEST_EFFORT_SHARE = 0.75  # of the cap: past it best-effort writes are dropped
-DISK_WARN_BYTES = 1024 * MIB  # free space under this is worth a warning (doctor, /bridge/health)
 # How long a free-space reading is trusted. statvfs costs a system call; the traffic path submits a debug row
 # per control message, and free space does not change meaningfully within a second at spool write rates.
 FREE_SPACE_TTL = 1.0

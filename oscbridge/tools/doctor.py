@@ -40,9 +40,10 @@ from oscbridge.private import open_to_others
 from oscbridge.redact import redact_url, scrub
 from oscbridge.store.db import CONNECTION_ERRORS
 from oscbridge.store.embedded import DATABASE, EMBEDDED_MAJOR, plan, running_url
+from oscbridge.store.levels import backlog_level, disk_level, spool_level
 from oscbridge.store.schema import latest_version
 from oscbridge.store.sizes import Sizes, measure
-from oscbridge.store.spool import BEST_EFFORT_SHARE, DISK_WARN_BYTES, MIB, free_bytes, human, usage
+from oscbridge.store.spool import MIB, free_bytes, human, usage
 from oscbridge.store.tls import explain_certificate, unreadable_root_cert
 from oscbridge.store.upgrade import installs, kept_copies
 from oscbridge.tools import launchd
@@ -522,11 +523,12 @@ def disk_check(settings: Settings) -> Check:
     details = {"path": str(where), "free_bytes": free, "reserve_bytes": reserve}
     shown = human(free)
     fix = f"free space on the disk holding {where} (the spool and the embedded database live there)"
-    if free < reserve:
+    level = disk_level(free, reserve)
+    if level == "fail":
         return Check("disk", "fail", f"only {shown} free on the disk holding {where}, under the reserve of "
                      f"{human(reserve)}: debug rows of plugin traffic are dropped, and writes are refused once "
                      "it is full", fix=fix, details=details)
-    if free < DISK_WARN_BYTES:
+    if level == "warn":
         return Check("disk", "warn", f"only {shown} free on the disk holding {where}", fix=fix, details=details)
     return Check("disk", "ok", f"{shown} free on the disk holding {where}", details=details)
 
@@ -538,24 +540,23 @@ def spool_check(settings: Settings) -> Check:
     cap = settings.spool_max_bytes
     details = {"unapplied_bytes": held.unapplied_bytes, "max_bytes": cap, "rejected": held.rejected}
     waiting = f"{human(held.unapplied_bytes)} of writes waiting for the database (cap {human(cap)})"
-    problems: list[tuple[Status, str, str]] = []
-    if held.unapplied_bytes >= cap * BEST_EFFORT_SHARE:
-        full = held.unapplied_bytes >= cap
-        problems.append(("fail" if full else "warn",
-                         waiting + (": writes are refused" if full else ": debug rows of plugin traffic are dropped"),
+    problems: list[tuple[str, str]] = []
+    backlog = backlog_level(held.unapplied_bytes, cap)
+    if backlog != "ok":
+        problems.append((waiting + (": writes are refused" if backlog == "fail" else
+                                    ": debug rows of plugin traffic are dropped"),
                          "get the database going again (see the database check and the bridge's log); the bridge "
                          "writes the spool into it by itself"))
     if held.rejected:
-        problems.append(("warn", f"{held.rejected} write{'s' if held.rejected != 1 else ''} refused by PostgreSQL "
+        problems.append((f"{held.rejected} write{'s' if held.rejected != 1 else ''} refused by PostgreSQL "
                          f"kept in {spool / 'rejected.jsonl'}",
                          "read the reasons there (or the `write_rejected` lines of the log), fix the cause, then run "
                          "`oscbridge spool retry-rejected`"))
     if not problems:
         return Check("spool", "ok", waiting if held.unapplied_bytes else "empty: every write is in the database",
                      details=details)
-    status: Status = "fail" if any(p[0] == "fail" for p in problems) else "warn"
-    return Check("spool", status, "; ".join(p[1] for p in problems), fix="; ".join(p[2] for p in problems),
-                 details=details)
+    return Check("spool", spool_level(held.unapplied_bytes, cap, held.rejected), "; ".join(p[0] for p in problems),
+                 fix="; ".join(p[1] for p in problems), details=details)
 
 
 def privacy_check(settings: Settings, platform: str) -> Check:

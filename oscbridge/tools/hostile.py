@@ -13,6 +13,17 @@ import struct
 from collections.abc import Callable, Iterator
 
 from oscbridge.osc.codec import encode_message
+from oscbridge.protocol import (
+    CHAT_REQUEST,
+    PORT_CONFIRMED,
+    REQUEST_PORT,
+    RMS,
+    RMS_RESPONSE,
+    TELEMETRY,
+    TONE_STARTED,
+    TONE_STOPPED,
+    UUID_CONFIRMED,
+)
 
 MAX_DATAGRAM = 9216
 HANG_BUNDLE = bytes.fromhex("2362756e646c65000000000000000000fffffffc")  # issue 8 item 1
@@ -29,8 +40,7 @@ def _nested(depth: int, inner: bytes) -> bytes:
 
 
 def _timetag_message(rng: random.Random) -> bytes:
-    address = rng.choice(["/aiplayer/tone_started", "/aiplayer/tone_stopped", "/aiplayer/rms_response",
-                          "/aiplayer/chat/request", "/bridge/ping"])
+    address = rng.choice([TONE_STARTED, TONE_STOPPED, RMS_RESPONSE, CHAT_REQUEST, "/bridge/ping"])
     head = encode_message(address, [])[:-4]  # the address, then our own type tags
     tags = rng.choice([",st", ",t", ",sst", ",ist"])
     body = b"".join(b"abc\0" if tag == "s" else struct.pack(">i", 1) if tag == "i"
@@ -43,14 +53,14 @@ def corpus() -> list[bytes]:
     """Well-formed datagrams of every kind the bridge reads: the mutation seeds."""
     temp_id = "43440ecde2c040a193edbfc32b76dde4"
     return [
-        encode_message("/aiplayer/request_port", [temp_id, -1, 50000], "sii"),
-        encode_message("/aiplayer/port_confirmed", [temp_id, 9000, "bound"], "sis"),
-        encode_message("/aiplayer/uuid_assignment_confirmed", [temp_id, "TR1", "confirmed"], "sss"),
-        encode_message("/aiplayer/telemetry", ["TR1", 0.2, -20.0, -30.0, -40.0, -50.0], "sfffff"),
-        encode_message("/aiplayer/rms", ["TR1", 0.2], "sf"),
-        encode_message("/aiplayer/rms_response", ["A1B2C3D4-0000-0000-0000-000000000000", temp_id, 0.3], "ssf"),
-        encode_message("/aiplayer/tone_started", [temp_id, 137.0], "sf"),
-        encode_message("/aiplayer/chat/request", [1, "make it louder"], "is"),
+        encode_message(REQUEST_PORT, [temp_id, -1, 50000], "sii"),
+        encode_message(PORT_CONFIRMED, [temp_id, 9000, "bound"], "sis"),
+        encode_message(UUID_CONFIRMED, [temp_id, "TR1", "confirmed"], "sss"),
+        encode_message(TELEMETRY, ["TR1", 0.2, -20.0, -30.0, -40.0, -50.0], "sfffff"),
+        encode_message(RMS, ["TR1", 0.2], "sf"),
+        encode_message(RMS_RESPONSE, ["A1B2C3D4-0000-0000-0000-000000000000", temp_id, 0.3], "ssf"),
+        encode_message(TONE_STARTED, [temp_id, 137.0], "sf"),
+        encode_message(CHAT_REQUEST, [1, "make it louder"], "is"),
         encode_message("/bridge/ping", ["r1"]),
         encode_message("/bridge/status", ["r2"]),
         encode_message("/bridge/mapping/track", ["r3", "TR1"]),
@@ -97,8 +107,7 @@ def hostile_datagrams(seed: int, count: int) -> Iterator[bytes]:
         (0.04, lambda: b"/" + rng.randbytes(rng.randint(0, 600))),
         (0.04, lambda: encode_message(rng.choice(["/bridge/mapping/set", "/bridge/message/save", "/bridge/nope"]),
                                       ["", rng.choice([1, 2.5, "x" * rng.randint(0, 8000), None, b"\0"])])),
-        (0.03, lambda: encode_message("/aiplayer/telemetry", ["XX" + str(rng.random()), 0.1, 1.0, 1.0, 1.0, 1.0],
-                                      "sfffff")),
+        (0.03, lambda: encode_message(TELEMETRY, ["XX" + str(rng.random()), 0.1, 1.0, 1.0, 1.0, 1.0], "sfffff")),
         (0.65, lambda: _mutate(rng, rng.choice(seeds))),
     ]
     weights = [w for w, _ in makers]

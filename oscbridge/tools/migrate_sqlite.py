@@ -46,7 +46,7 @@ from oscbridge.store.schema import SchemaError
 from oscbridge.store.writes import MappingSet
 from oscbridge.tools.connect import tool_connection
 from oscbridge.tools.progress import SILENT, Progress, progress
-from oscbridge.typedefs import PLUGIN_ID_MAX
+from oscbridge.typedefs import plugin_id_problem
 
 APP_SUPPORT = Path("Library/Application Support/ChattyChannels/track_mappings.db")
 SANDBOXED = Path("Library/Containers/com.websmithing.ChattyChannels/Data") / APP_SUPPORT
@@ -158,8 +158,10 @@ def _track_number(value: Any, kind: str) -> int | str:
 def _check(source: Path, temp_id: Any, name: Any, number: Any, kind: str, updated: Any) -> LegacyRow | Skipped:
     """The row as it will be imported, or why it cannot be."""
     track = _track_number(number, kind)
-    if not isinstance(temp_id, str) or not temp_id.startswith("TR") or len(temp_id) > PLUGIN_ID_MAX:
-        reason = f"temp_id {temp_id!r} is not a plugin id (TRn, at most {PLUGIN_ID_MAX} characters)"
+    if not isinstance(temp_id, str):
+        reason = f"temp_id {temp_id!r} is not text"
+    elif (problem := plugin_id_problem(temp_id, "temp_id")) is not None:
+        reason = problem
     elif not isinstance(name, str):
         reason = f"track name {name!r} is not text"
     elif len(name) > MAX_NAME:
