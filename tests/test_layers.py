@@ -14,7 +14,8 @@ PACKAGE = Path(oscbridge.__file__).parent
 # Bottom to top. A module may import modules of its own layer or a lower one.
 LAYERS: list[tuple[str, ...]] = [
     ("oscbridge", "oscbridge.typedefs", "oscbridge.protocol", "oscbridge.clock", "oscbridge.backoff",
-     "oscbridge.ratelimit", "oscbridge.redact", "oscbridge.private", "oscbridge.logs", "oscbridge.watchdog"),
+     "oscbridge.ratelimit", "oscbridge.redact", "oscbridge.private", "oscbridge.logs", "oscbridge.watchdog",
+     "oscbridge.storable", "oscbridge.tasks"),
     ("oscbridge.osc",),
     ("oscbridge.config", "oscbridge.flags"),
     ("oscbridge.store", "oscbridge.embed"),

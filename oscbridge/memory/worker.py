@@ -44,6 +44,7 @@ from oscbridge.logs import get_logger
 from oscbridge.memory.dimension import ensure_dimension
 from oscbridge.store.db import CONNECTION_ERRORS, Database
 from oscbridge.store.writer import Writer
+from oscbridge.tasks import cancel_and_wait
 
 log = get_logger("oscbridge.memory.worker")
 
@@ -161,10 +162,7 @@ class EmbeddingWorker:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="oscbridge-embedding-worker")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         await self.documents.close()
         await self.queries.close()
 

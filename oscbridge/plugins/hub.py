@@ -21,7 +21,6 @@ the fan-out and the debug traffic. Time comes from the clock it is given.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -59,6 +58,7 @@ from oscbridge.protocol import (
     UUID_CONFIRMED,
 )
 from oscbridge.store.writes import Submit, WriteOp
+from oscbridge.tasks import cancel_and_wait
 from oscbridge.typedefs import INSTANCE_ID_MAX, PLUGIN_ID_PREFIX, Addr, PluginState, plugin_id_problem
 
 log = get_logger("oscbridge.plugins.hub")
@@ -128,10 +128,7 @@ class PluginHub:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="oscbridge-plugin-hub")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         self.fanout.close()
 
     async def _run(self) -> None:

@@ -34,6 +34,7 @@ from oscbridge.backoff import Backoff
 from oscbridge.logs import RateLimitedWarning, get_logger
 from oscbridge.redact import redact_url
 from oscbridge.store.db import open_connection
+from oscbridge.tasks import cancel_and_wait
 
 log = get_logger("oscbridge.notifications")
 
@@ -141,10 +142,7 @@ class MappingListener:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="oscbridge-mapping-listener")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         await self._close()
 
     # -- the task ---------------------------------------------------------------------------------------------

@@ -13,12 +13,12 @@ leaves the database to the writer and the searches (bench/bench_retention.py mea
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import UTC, datetime, timedelta
 
 from oscbridge.clock import Clock
 from oscbridge.logs import RateLimitedWarning, get_logger
 from oscbridge.store.db import CONNECTION_ERRORS, Database
+from oscbridge.tasks import cancel_and_wait
 
 log = get_logger("oscbridge.retention")
 
@@ -48,10 +48,7 @@ class Retention:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="oscbridge-retention")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while True:

@@ -19,7 +19,6 @@ acknowledged write is not dropped because another write was.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
@@ -35,6 +34,7 @@ from oscbridge.logs import RateLimitedWarning, get_logger
 from oscbridge.store.db import Database, classify
 from oscbridge.store.spool import Spool, SpoolError
 from oscbridge.store.writes import UnreadableWrite, WriteOp, decode, encode
+from oscbridge.tasks import cancel_and_wait
 
 log = get_logger("oscbridge.writer")
 
@@ -174,11 +174,7 @@ class Writer:
         drained = await self.flush(timeout) if self.spool.pending else True
         self._stopping = True
         self._wake.set()
-        for task in (self._task, self._syncer):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_and_wait(self._task, self._syncer)
         if self.spool.needs_sync:
             self.spool.sync()  # what stays behind is on disk for the next start
         if not drained:

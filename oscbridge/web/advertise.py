@@ -19,7 +19,6 @@ loads it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import socket
 
@@ -30,6 +29,7 @@ from zeroconf.asyncio import AsyncZeroconf
 
 from oscbridge.config import Settings
 from oscbridge.logs import get_logger
+from oscbridge.tasks import cancel_and_wait
 from oscbridge.web.guard import advertised_name
 from oscbridge.web.oscquery import service_name
 
@@ -107,10 +107,7 @@ class Advertiser:
 
     async def stop(self) -> None:
         """Says goodbye (browsers drop the services at once) and closes the mDNS sockets, within `STOP_TIMEOUT`."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         if self._zeroconf is not None:
             try:
                 await asyncio.wait_for(self._zeroconf.async_close(), STOP_TIMEOUT)

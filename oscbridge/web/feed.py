@@ -23,6 +23,7 @@ from oscbridge.api.endpoint import Endpoint
 from oscbridge.clock import Clock
 from oscbridge.logs import get_logger
 from oscbridge.store.debug_tail import COLUMNS, DebugTail
+from oscbridge.tasks import cancel_and_wait
 from oscbridge.web.calls import WebPeer, as_json, perform
 from oscbridge.web.values import json_values
 
@@ -171,11 +172,7 @@ class LiveFeed:
     async def stop(self) -> None:
         for page in list(self.pages):
             self.close(page)
-        for task in (self._ticker, self._health):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_and_wait(self._ticker, self._health)
 
     def stats(self) -> dict[str, int]:
         return {"web.pages": len(self.pages), "web.frames_sent": self.frames_sent,
