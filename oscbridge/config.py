@@ -186,8 +186,8 @@ class Settings:
     # next reply closes it at once, and the seconds it may stay paused (or take to close) before it is cut.
     tcp_max_connections: int = 32
     tcp_max_frame: int = MAX_FRAME
-    tcp_high_water: int = 1024 * 1024
-    tcp_low_water: int = 256 * 1024
+    tcp_high_water: int = 256 * 1024
+    tcp_low_water: int = 64 * 1024
     tcp_max_unsent: int = 8 * 1024 * 1024
     tcp_slow_close: float = 5.0
 

@@ -23,6 +23,7 @@ from oscbridge.logs import configure_logging
 from oscbridge.store.embedded import EMBEDDED_MAJOR
 from oscbridge.store.schema import apply_schema
 from oscbridge.tools.fake_ollama import FakeOllama
+from oscbridge.tools.ports import free_block
 from oscbridge.tools.ports import free_port as free_port  # the tests import it from here
 
 configure_logging("warning")
@@ -118,10 +119,20 @@ async def empty_database_url(pg: EmbeddedServer) -> str:
 
 
 def make_settings(tmp_path: Path, database_url: str | None, **overrides: Any) -> Settings:
-    """Settings of a test bridge: free loopback ports, no web page unless `http_port` is given."""
+    """Settings of a test bridge: free loopback ports, no web page unless `http_port` is given, and a plugin port
+    range and bootstrap port of its own unless given: on the defaults (9000-9999) a test bridge would offer ports to,
+    and probe, whatever listens there on the machine (another run's plugins, a developer's real ones), and its
+    traffic would depend on them (seen: a `port_assignment` in a test's `tail` while a bench ran beside it)."""
+    if "port_range_start" not in overrides and "ephemeral_base" not in overrides:
+        block = free_block(PRIVATE_PORTS + 1)
+        overrides.update(port_range_start=block, port_range_end=block + PRIVATE_PORTS - 1,
+                         ephemeral_base=block + PRIVATE_PORTS, ephemeral_step=1, ephemeral_count=1)
     return Settings(host="127.0.0.1", osc_port=overrides.pop("osc_port", None) or free_port(),
                     http_port=overrides.pop("http_port", 0), data_dir=tmp_path / "data", database_url=database_url,
                     **overrides)
+
+
+PRIVATE_PORTS = 8  # plugin ports of a test bridge that is not about plugins
 
 
 @asynccontextmanager

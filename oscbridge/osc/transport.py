@@ -67,6 +67,20 @@ class TcpLimits:
 
 _NO_REPLY = object()  # `TcpPeer._reply_owner` when no reply is being written over `max_unsent`
 
+SNDBUF = 64 * 1024
+"""The kernel's send buffer of every TCP connection the bridge accepts (OSC and the web page's). Left to autotuning,
+loopback lets it grow to ~4 MiB: a client that never reads had ~2.8 MB (about 420 replies of `/bridge/mapping/list`
+with 100 rows) queued in the kernel before asyncio's buffer saw a byte, and building those replies froze the event
+loop for ~0.5 s per greedy connection (bench_hostile --phase greedy: 10 of 1,800 UDP pings lost with one, 28 with
+four). Fixed, backpressure starts after ~128 KiB (Linux doubles the value)."""
+
+
+def set_send_buffer(transport: asyncio.BaseTransport) -> None:
+    """Fixes the connection's kernel send buffer at `SNDBUF` (a transport without a socket is left alone)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
+
 
 class TcpPeer(asyncio.Protocol):
     """One OSC 1.1 connection: SLIP frames in, packets to the server's callback, SLIP frames out, with backpressure.
@@ -106,6 +120,7 @@ class TcpPeer(asyncio.Protocol):
             self._close_within_deadline()
             return
         self._transport.set_write_buffer_limits(high=self._limits.high_water, low=self._limits.low_water)
+        set_send_buffer(self._transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.forget(self)

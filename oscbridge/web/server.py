@@ -27,6 +27,7 @@ from oscbridge import __version__
 from oscbridge.api.endpoint import Endpoint, failure, internal_error
 from oscbridge.logs import get_logger
 from oscbridge.mcp.mount import McpHttp
+from oscbridge.osc.transport import set_send_buffer
 from oscbridge.storable import WHY, first_unstorable
 from oscbridge.typedefs import ErrorCode
 from oscbridge.web.calls import WebPeer, as_json, perform
@@ -42,9 +43,6 @@ MAX_PAGES = 16
 MAX_BODY = 1024 * 1024
 MAX_ARGS = 16
 MAX_BUFFERED = 64 * 1024  # bytes waiting in a page's socket (asyncio's high-water mark): its ticks are skipped
-# The kernel's send buffer of a live page. Left to autotuning, loopback lets it grow to ~4 MiB (bench_web measured
-# 2.8 MB queued per stalled page before asyncio's buffer saw a byte); fixed, a stall is noticed after ~128 KiB.
-LIVE_SNDBUF = 64 * 1024
 SEND_TIMEOUT = 10.0  # a page that takes no frame for this long is closed (it reconnects by itself)
 HELLO_TIMEOUT = 2.0  # a page sends its token (or an empty one) first
 HTTP_STATUS = {ErrorCode.BAD_REQUEST: 400, ErrorCode.NOT_FOUND: 404, ErrorCode.UNAVAILABLE: 503,
@@ -228,9 +226,8 @@ class WebServer:
             return _error(503, ErrorCode.UNAVAILABLE, f"{MAX_PAGES} pages are open already; close one")
         ws = web.WebSocketResponse(heartbeat=20.0, compress=False, max_msg_size=4096)
         await ws.prepare(request)
-        sock = request.transport.get_extra_info("socket") if request.transport is not None else None
-        if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, LIVE_SNDBUF)
+        if request.transport is not None:  # a stalled page is noticed after ~128 KiB (bench_web: 2.8 MB before)
+            set_send_buffer(request.transport)
         authorized = await self._hello(ws)
         page = self.feed.open(authorized)
         sender = asyncio.get_running_loop().create_task(self._send(ws, page, request))
