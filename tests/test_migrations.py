@@ -165,3 +165,20 @@ async def test_a_database_newer_than_the_bridge_is_refused(pg: EmbeddedServer) -
             await apply_schema(conn)
     finally:
         await conn.close()
+
+
+async def test_a_server_older_than_the_schema_needs_is_refused_before_anything_changes(
+        pg: EmbeddedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Migration 3 needs PostgreSQL 15 (NULLS NOT DISTINCT). No older server is at hand, so the bar is raised above
+    the test server's own version: the refusal names both versions and the way out, and nothing was created."""
+    url = await pg.new_database()
+    conn = await asyncpg.connect(url)
+    try:
+        version = await conn.fetchval("SELECT current_setting('server_version_num')::int")
+        monkeypatch.setattr(schema, "MIN_SERVER", (version // 10000 + 1) * 10000)
+        with pytest.raises(SchemaError, match=rf"server is version {version // 10000}; oscbridge needs "
+                                              rf"{version // 10000 + 1} or newer .* embedded PostgreSQL 18"):
+            await apply_schema(conn)
+        assert await conn.fetchval("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == 0
+    finally:
+        await conn.close()

@@ -72,9 +72,14 @@ Repair = Callable[[asyncpg.Connection, WriteOp, BaseException], Awaitable[bool]]
 class Writer:
     """`bridge_id` is set as the transaction setting `oscbridge.bridge_id` in every transaction, so the rows this
     bridge writes carry it (schema migration 0003); `repair` is asked about each refused write before it is given
-    up (core_ops.repair_parents)."""
+    up (core_ops.repair_parents).
 
-    def __init__(self, db: Database, spool: Spool, kinds: Sequence[OpKind[Any]], batch_size: int = 50,
+    A batch takes up to `batch_size` writes (and 4 MiB) of what waits, in one transaction: with nothing queued that
+    is one write, under load many. 500 rather than 50: an orchestrator logging 2,000 debug rows a second beside 128
+    plugins (bench_studio) was stored at 1,708 rows/s with 50, its backlog growing (ack to commit p50 1.2 s), and
+    kept up with 500 (1,997 rows/s, p50 70 ms)."""
+
+    def __init__(self, db: Database, spool: Spool, kinds: Sequence[OpKind[Any]], batch_size: int = 500,
                  clock: Clock = SYSTEM_CLOCK, *, bridge_id: str | None = None, repair: Repair | None = None) -> None:
         self.db = db
         self.spool = spool
