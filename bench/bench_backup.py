@@ -45,7 +45,7 @@ from typing import Any
 import asyncpg
 
 from bench.bench_context_search import Corpus, load
-from bench.common import percentile, print_table
+from bench.common import percentile, print_table, run_on_daemon_loop
 from oscbridge.app import Bridge
 from oscbridge.config import Settings
 from oscbridge.logs import configure_logging
@@ -242,14 +242,8 @@ def main() -> int:
     parser.add_argument("--restore-mem", help="maintenance_work_mem for the restore, e.g. 1GB (default: the tool's)")
     args = parser.parse_args()
     configure_logging("warning")
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
     with tempfile.TemporaryDirectory(prefix="bench-backup-") as root:
-        asyncio.run(main_async(args, Path(root)))
+        run_on_daemon_loop(lambda: main_async(args, Path(root)))
     return 0
 
 

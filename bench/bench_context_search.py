@@ -48,7 +48,7 @@ import asyncpg
 import httpx
 from pgvector.asyncpg import register_vector
 
-from bench.common import percentile
+from bench.common import percentile, run_on_daemon_loop
 from oscbridge.app import Bridge
 from oscbridge.client import BridgeClient
 from oscbridge.config import Settings
@@ -377,9 +377,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    try:  # the event loop `oscbridge serve` uses
-        import uvloop
-    except ImportError:
-        asyncio.run(main())
-    else:
-        uvloop.run(main())
+    run_on_daemon_loop(main)

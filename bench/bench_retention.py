@@ -58,7 +58,7 @@ from typing import Any
 
 import asyncpg
 
-from bench.common import percentile, print_table
+from bench.common import percentile, print_table, run_on_daemon_loop
 from oscbridge.app import Bridge
 from oscbridge.client import BridgeClient, BridgeRequestError
 from oscbridge.config import Settings
@@ -540,9 +540,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    try:  # the event loop `oscbridge serve` uses
-        import uvloop
-    except ImportError:
-        asyncio.run(main())
-    else:
-        uvloop.run(main())
+    run_on_daemon_loop(main)

@@ -12,12 +12,13 @@ The bridge under test is `oscbridge.tools.bridge_process.BridgeProcess`; free po
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +152,13 @@ def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of one process so far (its children not included)."""
     times = psutil.Process(pid).cpu_times()
     return float(times.user + times.system)
+
+
+def run_on_daemon_loop(main: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    """Runs `main()` on the event loop `oscbridge serve` uses (uvloop where installed), so that what a bench measures
+    in its own process runs as in the daemon."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main())
+    return uvloop.run(main())

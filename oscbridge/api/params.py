@@ -49,7 +49,6 @@ class Str(Param):
     max_len: int = 255
     min_len: int = 0
     choices: tuple[str, ...] = ()
-    prefix: str = ""
 
     def convert(self, value: Any) -> str:
         if not isinstance(value, str):
@@ -61,8 +60,6 @@ class Str(Param):
                               f"{self.name} needs at least {self.min_len} characters")
         if self.choices and value not in self.choices:
             raise bad_request(f"{self.name} must be one of {', '.join(self.choices)}; got {value!r}")
-        if self.prefix and not value.startswith(self.prefix):
-            raise bad_request(f"{self.name} must start with {self.prefix!r}; got {value[:40]!r}")
         return value
 
 

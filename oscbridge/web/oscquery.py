@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from oscbridge.api.endpoint import Endpoint, Rows
-from oscbridge.api.params import Bool, Float, Int, Param, Str
+from oscbridge.api.params import Bool, Float, Int, Param, PluginId, Str
 from oscbridge.osc.codec import tag_for
 from oscbridge.web.calls import WebPeer, perform
 from oscbridge.web.oscquery_text import BRIDGE_SENDS, CONTAINERS, EVENTS, PLUGIN_SENDS, REQUESTS, Message
@@ -103,7 +103,7 @@ def _argument(param: Param) -> str:
     notes: list[str] = []
     if isinstance(param, Str):
         notes += [", ".join(param.choices)] if param.choices else []
-        notes += [f"{param.prefix}n"] if param.prefix else []
+        notes += [f"{param.prefix}n"] if isinstance(param, PluginId) else []
     elif isinstance(param, Bool):
         notes.append("0/1")
     elif isinstance(param, Int | Float):

@@ -24,9 +24,8 @@ from rich.text import Text
 
 from oscbridge.flags import add_bridge_client_flags
 from oscbridge.tools.terminal import session
-from oscbridge.tools.terminal.columns import named
 from oscbridge.tools.terminal.output import Output, cell
-from oscbridge.tools.terminal.tracks import mappings
+from oscbridge.tools.terminal.tracks import with_tracks
 
 NUMBERS = ("rms_dbfs", "band_1_db", "band_2_db", "band_3_db", "band_4_db", "seconds_since_update")
 COLUMNS = ("track_number", "plugin_id", *NUMBERS, "track_name")
@@ -58,13 +57,8 @@ def run(ns: argparse.Namespace) -> int:
 
 async def levels(bridge: session.Session) -> list[dict[str, Any]]:
     """/bridge/levels rows by name, with the track number and name the mapping gives their track id."""
-    tracks = {row["plugin_id"]: row for row in await mappings(bridge)}
-    rows = []
-    for values in await bridge.rows("/bridge/levels"):
-        row = named("/bridge/levels", values)
-        track = tracks.get(row["plugin_id"], {})
-        rows.append({name: row.get(name, track.get(name)) for name in COLUMNS})
-    return rows
+    return [{name: row.get(name, track.get(name)) for name in COLUMNS}
+            for row, track in await with_tracks(bridge, "/bridge/levels")]
 
 
 async def show(bridge: session.Session, out: Output) -> int:

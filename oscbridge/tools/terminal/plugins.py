@@ -8,9 +8,9 @@ from typing import Any
 
 from oscbridge.flags import add_bridge_client_flags
 from oscbridge.tools.terminal import session
-from oscbridge.tools.terminal.columns import named, none_for_absent
+from oscbridge.tools.terminal.columns import none_for_absent
 from oscbridge.tools.terminal.output import Output, cell, styled
-from oscbridge.tools.terminal.tracks import mappings
+from oscbridge.tools.terminal.tracks import with_tracks
 
 STATE_STYLES = {"identified": "green", "bound": "cyan", "requesting": "yellow", "assigned": "yellow",
                 "failed": "bold red", "gone": "dim"}
@@ -28,11 +28,8 @@ def run(ns: argparse.Namespace) -> int:
 
 async def plugins(bridge: session.Session) -> list[dict[str, Any]]:
     """/bridge/plugins rows by name, with the mapped track; -1 and "" (none) as None."""
-    tracks = {row["plugin_id"]: row for row in await mappings(bridge)}
     found = []
-    for values in await bridge.rows("/bridge/plugins"):
-        row = named("/bridge/plugins", values)
-        track = tracks.get(row["plugin_id"], {})
+    for row, track in await with_tracks(bridge, "/bridge/plugins"):
         absent = {name: none_for_absent(row[name]) for name in ("port", "plugin_id", "seconds_since_heard")}
         found.append({**row, **absent,
                       "track_number": track.get("track_number"), "track_name": track.get("track_name")})

@@ -30,6 +30,13 @@ async def mappings(bridge: session.Session) -> list[dict[str, Any]]:
             for row in rows]
 
 
+async def with_tracks(bridge: session.Session, address: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Each row of the list request `address` by name, beside the mapping row of its `plugin_id` ({} if none)."""
+    tracks = {row["plugin_id"]: row for row in await mappings(bridge)}
+    rows = [named(address, values) for values in await bridge.rows(address)]
+    return [(row, tracks.get(row["plugin_id"], {})) for row in rows]
+
+
 async def show(bridge: session.Session, out: Output) -> int:
     rows = await mappings(bridge)
     if out.json_mode:
