@@ -363,7 +363,7 @@ async def test_backup_of_the_embedded_database_with_and_without_the_bridge(tmp_p
     server = EmbeddedPostgres(settings.embedded_pgdata)
     url = await server.ensure_database(await asyncio.to_thread(server.start))
     try:
-        query = "SELECT id, content FROM messages ORDER BY id"
+        query = "SELECT id, content FROM messages ORDER BY created_at, id"  # saved in this order
         before = await fetch_all(url, query)
         spool_before = spool_files(settings)
         assert [row["content"] for row in before] == ["first", "second"]
