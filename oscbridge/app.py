@@ -216,7 +216,8 @@ class Bridge:
                         _pool_loader(db, writer, identity.id))
         # Mapping changes of the other bridges on this database (docs/bridge-api-notes.md), and events of them all.
         # LISTEN needs a connection straight to PostgreSQL: a transaction pooler does not keep it.
-        listener = MappingListener(db.direct_url, identity.id, projects.reload_mappings, lambda: spool.committed)
+        listener = MappingListener(db.direct_url, identity.id, projects.reload_mappings, lambda: spool.committed,
+                                   begin_read=projects.begin_reload)
         projects.listeners.append(hub.fanout.emit)
         projects.switched.append(listener.request)
         listener.reload_after(first_write)  # the mapping writes the last run left in the spool come before it
@@ -358,6 +359,11 @@ class Bridge:
         drained = stopping.result() if done else False
         if not done:
             log.warning("writer_stop_timed_out", pending=parts.spool.pending)
+        if self._background:  # a backup waits for its archive thread (it stops at its next MiB) to end or give up
+            _, late = await asyncio.wait(self._background, timeout=COMPONENT_STOP_TIMEOUT)
+            if late:
+                log.warning("component_stop_failed", component="background",
+                            error=f"{len(late)} task(s) still running after {COMPONENT_STOP_TIMEOUT:g} s")
         parts.spool.close()
         if parts.recorder is not None:
             parts.recorder.close()

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
@@ -17,3 +20,19 @@ async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def thread_to_the_end(func: Callable[..., T], *args: Any, on_cancel: Callable[[], None] | None = None) -> T:
+    """Runs `func(*args)` in a thread; when the caller is cancelled, calls `on_cancel` (which may ask the thread to
+    stop early) and waits for the thread before the cancellation goes on. A thread cannot be cancelled, and one
+    still running after its caller gave up would change files after the caller's clean-up looked at them (a
+    backup completed, or old ones deleted, after the daemon said it had stopped)."""
+    work = asyncio.ensure_future(asyncio.to_thread(func, *args))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        if on_cancel is not None:
+            on_cancel()
+        with contextlib.suppress(Exception):
+            await work
+        raise

@@ -4,6 +4,7 @@ nothing, damaged files refused, and the daemon's scheduled backups."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -305,6 +306,32 @@ async def test_scheduled_backups_appear_private_and_only_the_newest_are_kept(tmp
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in kept)
     assert sorted(p.name for p in settings.backups_dir.iterdir()) == [p.name for p in kept]  # nothing else
     assert manifest_of(kept[-1], tmp_path).row_counts["public.messages"] == 1
+
+
+async def test_a_backup_cancelled_at_any_moment_leaves_a_complete_backup_or_none_and_nothing_else(
+        tmp_path: Path, database_url: str) -> None:
+    """What a stopping daemon relies on: when the cancelled `once` returns, no thread or pg_dump is still writing,
+    a backup is complete or absent, leftovers are gone and old ones are pruned (seen in CI: a third backup
+    completed by a thread after the stop had pruned)."""
+    settings = make_settings(tmp_path, database_url)
+    async with running(settings) as bridge, await BridgeClient.connect("127.0.0.1", bridge.port) as client:
+        await save(client, "in every backup")
+    folder = tmp_path / "backups"
+    schedule = BackupSchedule(database_url, settings.spool_dir, folder, 3600, 2, "external")
+    started = time.monotonic()
+    assert await schedule.once()
+    took = time.monotonic() - started
+    for step in range(12):  # cancelled from at once to just after a backup would have been complete
+        task = asyncio.ensure_future(schedule.once())
+        await asyncio.sleep(took * step / 10)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        kept = list_backups(folder)
+        assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in kept), step  # nothing else
+        assert 1 <= len(kept) <= 2, step
+        (tmp_path / f"step-{step}").mkdir()
+        assert manifest_of(kept[-1], tmp_path / f"step-{step}").row_counts["public.messages"] == 1
 
 
 async def test_the_first_scheduled_backup_is_due_when_the_newest_is_an_interval_old(tmp_path: Path,

@@ -43,6 +43,7 @@ from oscbridge.store.archive import DUMP, SPOOL_REJECTED, SPOOL_WRITES, Cancelle
 from oscbridge.store.schema import current_version
 from oscbridge.store.spool import read_offset
 from oscbridge.store.upgrade import installs
+from oscbridge.tasks import thread_to_the_end
 
 log = get_logger("oscbridge.backup")
 
@@ -118,7 +119,7 @@ def libpq_target(url: str) -> tuple[str, dict[str, str]]:
 async def run_pg(tool: Path, args: Sequence[str], url: str | None = None, *,
                  env: dict[str, str] | None = None) -> str:
     """Runs a PostgreSQL client tool (against `url`, when given); returns its output, or raises BackupError with
-    its error text (passwords masked). The tool is killed if the caller is cancelled."""
+    its error text (passwords masked). The tool is killed, and waited for, if the caller is cancelled."""
     target, base_env = libpq_target(url) if url is not None else (None, dict(os.environ))
     dbname = [f"--dbname={target}"] if target is not None else []
     proc = await asyncio.create_subprocess_exec(
@@ -129,6 +130,7 @@ async def run_pg(tool: Path, args: Sequence[str], url: str | None = None, *,
     except BaseException:
         if proc.returncode is None:
             proc.kill()
+            await proc.wait()  # gone before the caller cleans up what it was writing (pg_dump's --file)
         raise
     if proc.returncode != 0:
         text = err.decode("utf-8", "replace").strip()
@@ -247,8 +249,9 @@ async def create_backup(url: str, spool_dir: Path, dest: Path, *, database: str,
     files = {DUMP: work / "db.dump", SPOOL_WRITES: work / "writes.jsonl", SPOOL_REJECTED: work / "rejected.jsonl"}
     conn: asyncpg.Connection | None = None
     try:
-        writes = await asyncio.to_thread(copy_unapplied, spool_dir, files[SPOOL_WRITES], stop)
-        rejected = await asyncio.to_thread(copy_rejected, spool_dir, files[SPOOL_REJECTED])
+        # Threads are waited for when cancelled: the clean-up below must not race one still writing into `work`.
+        writes = await thread_to_the_end(copy_unapplied, spool_dir, files[SPOOL_WRITES], stop, on_cancel=stop.set)
+        rejected = await thread_to_the_end(copy_rejected, spool_dir, files[SPOOL_REJECTED])
         conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT)
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             # A server may end idle transactions; this one is idle while pg_dump works, and must stay open.
@@ -270,23 +273,16 @@ async def create_backup(url: str, spool_dir: Path, dest: Path, *, database: str,
                             schema_version=schema, server_version=facts["server"],
                             pgvector_version=facts["pgvector"], pg_dump_version=dumped_by, database=database,
                             row_counts=counts, spool_writes=writes, spool_rejected=rejected)
-        archive = asyncio.ensure_future(asyncio.to_thread(write_archive, dest, files, manifest, stop))
-        try:
-            written = await asyncio.shield(archive)
-        except asyncio.CancelledError:
-            # The thread cannot be cancelled: stop it and wait (it checks `stop` every MiB), so that `dest` is
-            # complete or absent when this returns, never completed later (a stopping daemon would not prune it).
-            stop.set()
-            with contextlib.suppress(Exception):
-                await archive
-            raise
+        # Stopped at its next MiB when cancelled, and waited for: `dest` is complete or absent when this returns,
+        # never completed later (a stopping daemon would not prune it).
+        written = await thread_to_the_end(write_archive, dest, files, manifest, stop, on_cancel=stop.set)
     except BaseException:
         stop.set()  # a thread still copying stops at its next chunk
         if conn is not None:
             conn.terminate()  # ends the snapshot's transaction without waiting for the server
         shutil.rmtree(work, ignore_errors=True)
         raise
-    await asyncio.to_thread(shutil.rmtree, work, ignore_errors=True)  # unlinking a big dump takes a while
+    await thread_to_the_end(shutil.rmtree, work, True)  # unlinking a big dump takes a while; True: ignore errors
     return written
 
 
@@ -385,7 +381,7 @@ class BackupSchedule:
             except asyncio.CancelledError:
                 prune(self.directory, self.keep)  # one completed just as the daemon stops counts too
                 raise
-            removed = await asyncio.to_thread(prune, self.directory, self.keep)
+            removed = await thread_to_the_end(prune, self.directory, self.keep)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # whatever it was, the daemon goes on; the log says what to look at

@@ -34,7 +34,7 @@ from oscbridge.logs import RateLimitedWarning, get_logger
 from oscbridge.store.db import Database, classify
 from oscbridge.store.spool import Spool, SpoolError
 from oscbridge.store.writes import UnreadableWrite, WriteOp, decode, encode
-from oscbridge.tasks import cancel_and_wait
+from oscbridge.tasks import cancel_and_wait, thread_to_the_end
 
 log = get_logger("oscbridge.writer")
 
@@ -191,7 +191,7 @@ class Writer:
         while True:
             await asyncio.sleep(interval)
             if self.spool.needs_sync:
-                await asyncio.to_thread(self.spool.sync)
+                await thread_to_the_end(self.spool.sync)  # never still running when stop() closes the spool
 
     async def _run(self) -> None:
         while not self._stopping:
