@@ -29,7 +29,7 @@ from tests.conftest import free_port, make_settings, run_cli, running
 from tests.test_launchd import CRASHED, NOT_FOUND, RUNNING, RecordingLaunchctl, Result
 
 NAMES = ["database", "pgvector", "schema", "storage", "ollama", "osc_port", "web", "disk", "spool", "privacy",
-         "launchd"]
+         "backups", "launchd"]
 SECRET = "Sup3r-s3cret"
 SCHEMA_VERSION = latest_version()
 
@@ -311,6 +311,33 @@ def test_redact(url: str, shown: str) -> None:
 # ------------------------------------------------------------------------------------------------------------
 # The command line: text and --json
 # ------------------------------------------------------------------------------------------------------------
+
+
+def test_backup_ages(tmp_path: Path, ollama: FakeOllama) -> None:
+    """None yet, fresh, late (the bridge did not run or its backups fail), off; a file that is not a backup is not
+    counted, and a backup made by hand counts as much as a scheduled one."""
+    settings = settings_for(tmp_path, ollama, backup_every=86400.0)
+    now = time.time()
+    check = doctor.backup_check(settings, now)
+    assert (check.status, check.details["count"]) == ("ok", 0)
+    assert check.message.startswith("none yet: the bridge writes one every 24 h 0 min")
+    settings.backups_dir.mkdir(parents=True)
+    (settings.backups_dir / "notes.txt").write_text("not a backup")
+    old = settings.backups_dir / "auto-20261101T000000.000Z.tar"
+    old.write_bytes(b"")
+    os.utime(old, (now - 40 * 3600, now - 40 * 3600))
+    check = doctor.backup_check(settings, now)
+    assert check.status == "warn" and check.details["count"] == 1
+    assert check.message == (f"the newest of 1 is 40 h 0 min old ({old.name}); one every 24 h 0 min: the bridge "
+                             "has not been running, or its backups fail")
+    assert check.fix is not None and "`oscbridge backup`" in check.fix
+    by_hand = settings.backups_dir / "backup-20261102T000000Z.tar"
+    by_hand.write_bytes(b"")
+    os.utime(by_hand, (now - 3 * 3600, now - 3 * 3600))
+    check = doctor.backup_check(settings, now)
+    assert (check.status, check.details["newest"], check.details["count"]) == ("ok", str(by_hand), 2)
+    off = doctor.backup_check(dataclasses.replace(settings, backup_every=0.0), now)
+    assert off.status == "skip" and "off" in off.message
 
 
 def test_cli_json_shape_and_exit_codes(tmp_path: Path, ollama: FakeOllama) -> None:

@@ -4,9 +4,9 @@ A musician runs this when something does not work (or a script runs `--json` bef
 check is read-only, runs concurrently with the others under a short deadline, and never needs the daemon to be
 running. Checks: the database connection (embedded or a URL), the pgvector version, the schema version, how big
 the database is, Ollama and the embedding model, the OSC port, the web page's port, the LaunchAgent, free disk
-space, the spool (writes waiting for the database, writes it refused) and whether private files (data dir, spool,
-log) are open to other users. A check ends `ok`, `warn` (works, but look at it), `fail` (something the user
-must fix; the exit code is then 1) or `skip` (does not apply here).
+space, the spool (writes waiting for the database, writes it refused), whether private files (data dir, spool,
+log) are open to other users, and how old the newest backup is. A check ends `ok`, `warn` (works, but look at
+it), `fail` (something the user must fix; the exit code is then 1) or `skip` (does not apply here).
 
 Nothing printed contains a password: database URLs go through `redact`, and error texts from the driver have the
 password removed as well.
@@ -21,6 +21,7 @@ import shlex
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,6 +39,7 @@ from oscbridge.logs import configure_logging
 from oscbridge.osc.transport import PortInUse, bind_tcp, bind_udp, local_target
 from oscbridge.private import open_to_others
 from oscbridge.redact import redact_url, scrub
+from oscbridge.store.backup import list_backups
 from oscbridge.store.db import CONNECTION_ERRORS
 from oscbridge.store.embedded import DATABASE, EMBEDDED_MAJOR, plan, running_url
 from oscbridge.store.levels import backlog_level, disk_level, spool_level
@@ -581,6 +583,33 @@ def privacy_check(settings: Settings, platform: str) -> Check:
                  details={"open": [str(p) for p in open_dirs + open_files]})
 
 
+BACKUP_LATE_AFTER = 1.5  # intervals: a daily backup is late when the newest is 36 h old (a night off is not)
+
+
+def backup_check(settings: Settings, now: float) -> Check:
+    """The newest backup in the backups folder (scheduled or made by hand): without the bridge's log, this is how a
+    user learns that backups stopped (the bridge does not run, or every try fails) before a disk dies."""
+    every = settings.backup_every
+    folder = settings.backups_dir
+    kept = list_backups(folder)
+    details: dict[str, Any] = {"folder": str(folder), "every_seconds": every, "count": len(kept)}
+    if every <= 0:
+        return Check("backups", "skip", f"scheduled backups are off (backup_every = 0); {len(kept)} in {folder}",
+                     details=details)
+    if not kept:
+        return Check("backups", "ok", f"none yet: the bridge writes one every {duration(every)} into {folder}, the "
+                     "first one that long after it starts", details=details)
+    newest = kept[-1]
+    age = max(0.0, now - newest.stat().st_mtime)
+    details.update(newest=str(newest), newest_age_seconds=round(age))
+    message = f"the newest of {len(kept)} is {duration(age)} old ({newest.name}); one every {duration(every)}"
+    if age > every * BACKUP_LATE_AFTER:
+        return Check("backups", "warn", message + ": the bridge has not been running, or its backups fail",
+                     fix="run `oscbridge backup` to make one now (it shows any error at once); the bridge's log "
+                         "says `backup_failed` when a scheduled one fails", details=details)
+    return Check("backups", "ok", message, details=details)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Running the checks
 # ------------------------------------------------------------------------------------------------------------
@@ -612,14 +641,15 @@ async def diagnose(settings: Settings, *, launchctl: launchd.Launchctl | None = 
 
     async def files() -> list[Check]:
         return await asyncio.to_thread(lambda: [disk_check(settings), spool_check(settings),
-                                                privacy_check(settings, platform)])
+                                                privacy_check(settings, platform),
+                                                backup_check(settings, time.time())])
 
     groups = await asyncio.gather(
         _guarded(DATABASE_CHECKS, lambda: database_checks(settings)),
         _guarded(("ollama",), lambda: one(ollama_check)),
         _guarded(("osc_port",), lambda: one(port_check)),
         _guarded(("web",), lambda: asyncio.to_thread(lambda: [web_check(settings)])),
-        _guarded(("disk", "spool", "privacy"), files),
+        _guarded(("disk", "spool", "privacy", "backups"), files),
         _guarded(("launchd",), agent),
     )
     return Report([check for group in groups for check in group])
