@@ -163,6 +163,7 @@ class Projects:
         self._committed = committed
         self._unsaved: deque[tuple[int, MappingOp]] = deque()  # (spool sequence number, write), oldest first
         self._unsaved_lost = 0  # the newest sequence number let go past MAX_UNSAVED
+        self._reading_from: int | None = None  # `committed` of a reload whose rows are being read (begin_reload)
         self.listeners: list[Emit] = []
         self.switched: list[Callable[[str], None]] = []
         self.session_id = ""
@@ -220,7 +221,10 @@ class Projects:
     def _change(self, project: Project, op: MappingOp) -> None:
         seq = self._submit(op)  # SpoolError: nothing stored, memory stays as it was
         if self._committed is not None:
-            self._forget(self._committed())
+            committed = self._committed()
+            # A reload in flight re-applies what is past its own `committed`: what was committed since may be
+            # missing from the rows it reads, so it is kept until that reload is over.
+            self._forget(committed if self._reading_from is None else min(committed, self._reading_from))
             self._unsaved.append((seq, op))
             if len(self._unsaved) > MAX_UNSAVED:
                 self._unsaved_lost = self._unsaved.popleft()[0]
@@ -244,6 +248,13 @@ class Projects:
                 for listener in self.listeners:
                     listener(EVENT_MAPPING, args)
 
+    def begin_reload(self) -> int:
+        """The writer's committed sequence number, read just before the rows of a reload: the changes after it are
+        kept for `reload_mappings` even if they are committed while the rows are read."""
+        assert self._committed is not None
+        self._reading_from = self._committed()
+        return self._reading_from
+
     def reload_mappings(self, rows: list[MappingRow], project_ids: Collection[str] | None,
                         committed: int) -> dict[str, int]:
         """Takes the current mappings read from the database for `project_ids` (None: every project) and makes
@@ -254,6 +265,7 @@ class Projects:
         Returns the projects whose mappings include re-applied changes, each with the sequence number of the last
         one: such a change may have been committed while the rows were read, after a change of another bridge
         that it now hides, so the project is to be read once more when the writer has committed that far."""
+        self._reading_from = None
         self._forget(committed)
         by_id = {project.id: project for project in self._projects.values()}
         targets = list(by_id.values()) if project_ids is None else [by_id[i] for i in project_ids if i in by_id]

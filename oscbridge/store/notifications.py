@@ -97,11 +97,12 @@ class MappingListener:
     directly (not through a pooler); `committed` is the writer's committed sequence number."""
 
     def __init__(self, url: str, bridge_id: str, apply: Apply, committed: Callable[[], int], *,
-                 ping_interval: float = PING_INTERVAL) -> None:
+                 begin_read: Callable[[], int] | None = None, ping_interval: float = PING_INTERVAL) -> None:
         self.url = url
         self.bridge_id = bridge_id
         self._apply = apply
         self._committed = committed
+        self._begin_read = begin_read or committed  # `committed`, told that a read of rows for `apply` starts
         self._ping_interval = ping_interval
         self._pending: set[str] = set()  # projects to reload
         self._everything = False  # reload every project
@@ -216,7 +217,7 @@ class MappingListener:
     async def _reload(self, conn: asyncpg.Connection) -> None:
         projects: Collection[str] | None = None if self._everything else self._pending
         self._everything, self._pending = False, set()
-        committed = self._committed()  # before the query: every write up to here is in the rows
+        committed = self._begin_read()  # before the query: every write up to here is in the rows
         try:
             rows = await current_mappings(conn, projects, QUERY_TIMEOUT)
         except BaseException:
