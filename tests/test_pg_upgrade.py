@@ -8,8 +8,11 @@ The 16 directory is made once per module (about 3 s) and copied for each test.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +33,7 @@ from oscbridge.store.upgrade import (
     work_area,
 )
 from oscbridge.tools.doctor import database_checks
-from tests.conftest import free_port, make_settings, run_cli, running
+from tests.conftest import free_port, make_settings, run_cli, running, wait_until
 
 OLD_MAJOR = 16
 MAPPINGS = [[1, "Kick", "TR1", -1, ""], [2, "Snare", "TR2", -1, ""], [3, "Bass", "TR3", -1, ""]]
@@ -187,6 +190,54 @@ async def test_a_failed_upgrade_leaves_the_data_dir_as_it_was(
     assert kept_copies(pgdata) == [] and not work_area(pgdata).exists()
     assert sorted(p.name for p in data_dir.iterdir() if p.name.startswith("postgres")) == ["postgres"]
     assert await old_counts(pgdata) == (counts, "off")  # the data, and checksums still off (not enabled in place)
+
+
+def processes_naming(path: Path) -> list[str]:
+    """The command lines of the running processes that name `path` (servers: `postgres -D <dir>`, pg_upgrade,
+    initdb)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue  # ended meanwhile
+            if str(path) in command:
+                found.append(command)
+    return found
+
+
+async def test_a_second_ctrl_c_during_an_upgrade_leaves_nothing_running_and_the_next_start_upgrades(
+        pg16: tuple[Path, dict[str, int]], tmp_path: Path) -> None:
+    """The second signal ends the process at once (os._exit): pg_upgrade and the servers it started must not
+    outlive it, and the next start upgrades again from the untouched old directory."""
+    template, _ = pg16
+    settings = make_settings(tmp_path, None)
+    pgdata = copy_of(template, settings.data_dir)
+    serve = subprocess.Popen([sys.executable, "-m", "oscbridge", "serve", "--data-dir", str(settings.data_dir),
+                              "--osc-port", str(free_port())], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        await wait_until(lambda: any("pg_upgrade" in c for c in processes_naming(work_area(pgdata))), timeout=60,
+                         interval=0.02)
+        serve.send_signal(signal.SIGINT)
+        await asyncio.sleep(0.4)  # past the window in which a second signal counts as the same one
+        serve.send_signal(signal.SIGINT)
+        _, stderr = await asyncio.to_thread(serve.communicate, timeout=30)
+    finally:
+        serve.kill()
+    assert serve.returncode == 1, stderr.decode()[-2000:]
+    abandoned = [json.loads(line) for line in stderr.splitlines() if b"embedded_upgrade_abandoned" in line]
+    assert len(abandoned) == 1 and "pg_upgrade" in abandoned[0]["ended"], stderr.decode()[-2000:]
+    await wait_until(lambda: not processes_naming(settings.data_dir), timeout=40)
+
+    assert data_dir_major(pgdata) == str(OLD_MAJOR)
+    async with running(settings) as bridge:
+        assert data_dir_major(pgdata) == str(EMBEDDED_MAJOR) and not work_area(pgdata).exists()
+        client = await BridgeClient.connect("127.0.0.1", bridge.port)
+        try:
+            assert await client.rows("/bridge/mapping/list") == MAPPINGS
+        finally:
+            await client.close()
 
 
 def test_a_data_dir_from_a_newer_major_is_refused(tmp_path: Path) -> None:

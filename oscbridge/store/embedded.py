@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,8 +21,10 @@ from urllib.parse import quote, urlsplit
 import asyncpg
 
 from oscbridge.logs import get_logger
+from oscbridge.store.postmaster import alive, ask_to_stop
 from oscbridge.store.upgrade import (
     UpgradeError,
+    abandon,
     data_dir_major,
     installs,
     open_server,
@@ -91,6 +92,7 @@ class EmbeddedPostgres:
     def __init__(self, pgdata: Path) -> None:
         self.pgdata = pgdata
         self._server: Any = None
+        self._upgrading = False  # for stop_now, which runs in the main thread while start runs in another
 
     def start(self) -> str:
         """Starts (or attaches to) the server, upgrading its data directory first when an older major version made
@@ -110,7 +112,11 @@ class EmbeddedPostgres:
             raise UpgradeError(step.refusal)
         if step.action == "upgrade":
             assert step.major is not None
-            kept = upgrade(self.pgdata, int(step.major), EMBEDDED_MAJOR)
+            self._upgrading = True
+            try:
+                kept = upgrade(self.pgdata, int(step.major), EMBEDDED_MAJOR)
+            finally:
+                self._upgrading = False
         self._server = open_server(self.pgdata, EMBEDDED_MAJOR)
         remove_kept(self.pgdata, keep=kept)
         uri: str = self._server.get_uri()
@@ -146,17 +152,18 @@ class EmbeddedPostgres:
         SIGINT is PostgreSQL's fast shutdown: open transactions are rolled back and a checkpoint is written, so the
         next start needs no crash recovery. Like `stop`, it leaves alone a server that another live process uses.
         """
+        if self._upgrading:
+            abandon(self.pgdata)
+            return
         if self._server is None:
             return
         self._server = None
-        if any(pid != os.getpid() and _alive(pid) for pid in _handle_pids(self.pgdata)):
+        if any(pid != os.getpid() and alive(pid) for pid in _handle_pids(self.pgdata)):
             return
-        pid = _postmaster_pid(self.pgdata)
-        if pid is not None:
-            try:
-                os.kill(pid, signal.SIGINT)
-            except OSError as exc:
-                log.warning("embedded_stop_now_failed", pid=pid, error=str(exc))
+        try:
+            ask_to_stop(self.pgdata)
+        except OSError as exc:
+            log.warning("embedded_stop_now_failed", pgdata=str(self.pgdata), error=str(exc))
 
 
 def _handle_pids(pgdata: Path) -> list[int]:
@@ -166,15 +173,6 @@ def _handle_pids(pgdata: Path) -> list[int]:
     except (OSError, ValueError):
         return []
     return [pid for pid in pids if isinstance(pid, int)] if isinstance(pids, list) else []
-
-
-def _postmaster_pid(pgdata: Path) -> int | None:
-    """The pid of the server running in `pgdata`, from its postmaster.pid, or None when none is running."""
-    try:
-        pid = int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
-    except (OSError, ValueError):
-        return None
-    return pid if _alive(pid) else None
 
 
 def _forget_dead_handles(pgdata: Path) -> None:
@@ -188,19 +186,9 @@ def _forget_dead_handles(pgdata: Path) -> None:
         pids = json.loads(handles.read_text())
     except (OSError, ValueError):
         return
-    alive = [pid for pid in pids if isinstance(pid, int) and _alive(pid)]
-    if alive != pids:
-        handles.write_text(json.dumps(alive))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    living = [pid for pid in pids if isinstance(pid, int) and alive(pid)]
+    if living != pids:
+        handles.write_text(json.dumps(living))
 
 
 def running_url(pgdata: Path, database: str = DATABASE) -> str | None:
@@ -213,7 +201,7 @@ def running_url(pgdata: Path, database: str = DATABASE) -> str | None:
     if len(lines) < 5:
         return None
     try:
-        if not _alive(int(lines[0])):
+        if not alive(int(lines[0])):
             return None
     except ValueError:
         return None

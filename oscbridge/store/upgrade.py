@@ -29,6 +29,7 @@ statistics of never-analysed tables up to 5 s). The copy needs as much free disk
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pwd
 import re
@@ -49,6 +50,7 @@ import asyncpg
 
 from oscbridge.config import ConfigError
 from oscbridge.logs import get_logger
+from oscbridge.store.postmaster import ask_to_stop, stop_and_wait
 from oscbridge.store.spool import free_bytes, human
 
 log = get_logger("oscbridge.upgrade")
@@ -56,6 +58,9 @@ log = get_logger("oscbridge.upgrade")
 WORK_SUFFIX = ".upgrade"
 SPACE_MARGIN = 256 * 1024 * 1024  # beyond the copy: WAL and logs of the servers pg_upgrade starts
 OUTPUT_TAIL = 2000  # characters of a failed program's output that go into the error message
+LEFTOVER_STOP_TIMEOUT = 30.0  # a fast shutdown writes a checkpoint; the work area's server holds little data
+# The programs an upgrade runs now (a thread runs the upgrade; the second-signal path reads this in the main one).
+_children: dict[subprocess.Popen[Any], str] = {}  # each with its program's name
 
 
 class UpgradeError(ConfigError):
@@ -122,6 +127,11 @@ def recover(pgdata: Path) -> None:
         log.warning("embedded_upgrade_undone", pgdata=str(pgdata), restored_from=str(kept[-1]))
     work = work_area(pgdata)
     if work.exists():
+        # An upgrade ended by a second Ctrl-C may have left its new server running in there.
+        if not stop_and_wait(work / "new", LEFTOVER_STOP_TIMEOUT):
+            raise UpgradeError(f"a PostgreSQL server still runs in {work / 'new'}, left by an upgrade that was cut "
+                               f"short, and did not stop within {LEFTOVER_STOP_TIMEOUT:g} s: stop it (its pid is "
+                               "the first line of postmaster.pid there) and start oscbridge again")
         shutil.rmtree(work)
         log.warning("embedded_upgrade_leftover_removed", path=str(work))
 
@@ -294,20 +304,45 @@ def _give(path: Path, user: str | None) -> None:
 
 
 def _run(program: Path, args: list[str], user: str | None, cwd: Path) -> None:
-    """Runs a PostgreSQL program as `user` in `cwd`; StepFailed carries its output when it fails.
+    """Runs a PostgreSQL program as `user` in `cwd`; StepFailed carries its output when it fails. While it runs it
+    is in `_children`, for `abandon`.
 
     The output goes through a file, not a pipe: a server that pg_upgrade starts could inherit a pipe and keep it
     open (the helper wheel's reason for doing the same)."""
     with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as out:
         try:
-            result = subprocess.run([str(program), *args], cwd=cwd, user=user, stdout=out,
-                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False)
+            child = subprocess.Popen([str(program), *args], cwd=cwd, user=user, stdout=out,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         except OSError as exc:
             raise StepFailed(f"cannot run {program}: {exc.strerror or exc}") from exc
-        if result.returncode != 0:
+        _children[child] = program.name
+        try:
+            returncode = child.wait()
+        finally:
+            _children.pop(child, None)
+        if returncode != 0:
             out.seek(0)
             text = out.read().strip()
-            raise StepFailed(f"{program.name} exited with status {result.returncode}:\n{text[-OUTPUT_TAIL:]}")
+            raise StepFailed(f"{program.name} exited with status {returncode}:\n{text[-OUTPUT_TAIL:]}")
+
+
+def abandon(pgdata: Path) -> None:
+    """The second Ctrl-C during an upgrade of `pgdata`: the process exits at once (`os._exit`), and what the upgrade
+    runs would outlive it. Ends the program running (initdb, pg_upgrade, psql, vacuumdb) and asks the servers of
+    the old and the new directory for a fast shutdown, without waiting; the next start removes the work area and
+    upgrades again from the untouched old directory."""
+    ended = []
+    for child, name in list(_children.items()):
+        with contextlib.suppress(OSError):
+            child.terminate()
+            ended.append(name)
+    servers = []
+    for datadir in (work_area(pgdata) / "new", pgdata):
+        with contextlib.suppress(OSError):
+            if ask_to_stop(datadir) is not None:
+                servers.append(str(datadir))
+    log.warning("embedded_upgrade_abandoned", pgdata=str(pgdata), ended=ended, servers_stopped=servers,
+                hint="the next start upgrades again from the old directory, which was not changed")
 
 
 def _size(path: Path) -> int:
