@@ -193,7 +193,7 @@ async def test_bridges_list_only_their_own_plugins(tmp_path: Path, database_url:
         async with running(a) as bridge_a, running(b) as bridge_b:
             for fleet in fleets:
                 await fleet.start()
-                await fleet.wait_all(lambda p: p.state == "bound", timeout=3)
+                await fleet.wait_all(lambda p: p.state == "bound", timeout=10)
             for bridge, fleet in ((bridge_a, fleets[0]), (bridge_b, fleets[1])):
                 client = await BridgeClient.connect("127.0.0.1", bridge.port)
                 listed = await client.rows("/bridge/plugins")
@@ -207,7 +207,7 @@ async def test_bridges_list_only_their_own_plugins(tmp_path: Path, database_url:
         # A restart of bridge a re-adopts its two, never b's three.
         async with running(a):
             client = await BridgeClient.connect("127.0.0.1", a.osc_port)
-            await wait_until(lambda: _listed(client, 2), timeout=3)
+            await wait_until(lambda: _listed(client, 2), timeout=10)
             assert sorted(r[0] for r in await client.rows("/bridge/plugins")) == sorted(p.temp_id for p in fleets[0])
             await client.close()
     finally:

@@ -46,7 +46,7 @@ async def test_bad_plugin_input_is_counted_and_changes_nothing(tmp_path: Path, d
             stats = dict(await client.rows("/bridge/stats"))
             was = stats.get(counter, 0) if before is None else before
             send()
-            await wait_until(lambda: _counter_above(client, counter, was), timeout=2)
+            await wait_until(lambda: _counter_above(client, counter, was), timeout=5)
 
         request = build_message("/aiplayer/request_port", ("s", STRANGER), ("i", -1), ("i", reply_port))
         cases: list[tuple[str, Callable[[], None]]] = [

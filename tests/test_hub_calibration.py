@@ -46,7 +46,7 @@ async def test_assignment_waits_for_its_own_confirmation(tmp_path: Path, databas
         await wait_until(lambda: len(raw.received("/aiplayer/track_uuid_assignment")) == 1)
         raw.send("/aiplayer/uuid_assignment_confirmed", ("s", TEMP), ("s", "TR5"), ("s", "confirmed"))
         raw.send("/aiplayer/uuid_assignment_confirmed", ("s", "e" * 32), ("s", "TR4"), ("s", "confirmed"))
-        await wait_until(lambda: len(raw.received("/aiplayer/track_uuid_assignment")) == 3, timeout=2)
+        await wait_until(lambda: len(raw.received("/aiplayer/track_uuid_assignment")) == 3, timeout=10)
         assert not assign.done()
         raw.send("/aiplayer/uuid_assignment_confirmed", ("s", TEMP), ("s", "TR4"), ("s", "confirmed"))
         assert await assign == []

@@ -36,7 +36,7 @@ async def test_a_port_held_by_another_process_is_quarantined_not_handed_out(tmp_
             fleet = PluginFleet(2, sim_config(settings), interval=0.0)
             await fleet.start()
             try:
-                await fleet.wait_all(lambda p: p.state == "bound", timeout=3)
+                await fleet.wait_all(lambda p: p.state == "bound", timeout=10)
                 assert sorted(p.port for p in fleet if p.port) == [start + 1, start + 2]
                 assert start in hub_of(bridge).pool.quarantined
                 probe = holder.recv(1024)  # the holder was asked who it is (it might have been a lost plugin)
@@ -102,7 +102,7 @@ async def test_reloaded_plugins_and_validation_instances_do_not_leak_ports(tmp_p
                 await client.call("/bridge/calibrate/assign", plugin.temp_id, "TR1", 1, "Kick")
             await asyncio.sleep(0.1)
             await plugin.close()
-            await wait_until(lambda: not hub.pool.owner, timeout=3)  # everything came back
+            await wait_until(lambda: not hub.pool.owner, timeout=10)  # everything came back
         listed = await plugins_by_id(client)
         assert {t: listed[t][:2] for t in temp_ids} == {t: [-1, "gone"] for t in temp_ids}
         assert set(used) <= {start, start + 1}  # ports are reused, not leaked

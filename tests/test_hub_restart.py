@@ -19,7 +19,7 @@ async def test_plugins_started_before_the_bridge_get_a_port(tmp_path: Path, data
     try:
         assert [p.state for p in fleet] == ["requesting"] * 3
         async with running(settings):
-            await fleet.wait_all(lambda p: p.state == "bound", timeout=3)
+            await fleet.wait_all(lambda p: p.state == "bound", timeout=5)
             client = await BridgeClient.connect("127.0.0.1", settings.osc_port)
             listed = await plugins_by_id(client)
             stats = dict(await client.rows("/bridge/stats"))
@@ -44,7 +44,7 @@ async def test_restart_keeps_ports_and_readopts_running_plugins(tmp_path: Path, 
     try:
         async with running(settings):
             await fleet.start()
-            await fleet.wait_all(lambda p: p.state == "bound", timeout=3)
+            await fleet.wait_all(lambda p: p.state == "bound", timeout=5)
             client = await BridgeClient.connect("127.0.0.1", settings.osc_port)
             await identify(client, fleet[0], 1)
             await identify(client, fleet[2], 2)
@@ -53,8 +53,7 @@ async def test_restart_keeps_ports_and_readopts_running_plugins(tmp_path: Path, 
         # The bridge is down; the plugins keep their ports and keep streaming into the void.
         async with running(settings):
             client = await BridgeClient.connect("127.0.0.1", settings.osc_port)
-            await wait_until(lambda: client.call("/bridge/status"), timeout=1)
-            await wait_until(lambda: _status_is(client, [4, 2]), timeout=3)
+            await wait_until(lambda: _status_is(client, [4, 2]), timeout=5)
             after = await plugins_by_id(client)
             assert {t: row[:3] for t, row in after.items()} == {t: row[:3] for t, row in before.items()}
             assert (await client.call("/bridge/mapping/track", "TR2"))[2:] == [fleet[2].port, fleet[2].temp_id]
@@ -63,7 +62,9 @@ async def test_restart_keeps_ports_and_readopts_running_plugins(tmp_path: Path, 
             newcomer = SimulatedPlugin(sim_config(settings))
             await newcomer.start()
             await newcomer.wait_for(lambda p: p.state == "bound")
-            assert newcomer.port == settings.port_range_start + 4  # none of the re-adopted ports
+            # None of the re-adopted ports (which port exactly depends on what else the machine holds).
+            assert newcomer.port is not None and newcomer.port not in {p.port for p in fleet}
+            assert settings.port_range_start <= newcomer.port <= settings.port_range_end
             await newcomer.close()
             await client.close()
         # Nobody was moved or asked to rebind: one port_assignment each, in the first bridge's life.
@@ -83,7 +84,7 @@ async def test_restart_without_the_database_readopts_from_the_wire(tmp_path: Pat
     try:
         async with running(settings):
             await fleet.start()
-            await fleet.wait_all(lambda p: p.state == "bound", timeout=3)
+            await fleet.wait_all(lambda p: p.state == "bound", timeout=5)
             client = await BridgeClient.connect("127.0.0.1", settings.osc_port)
             await identify(client, fleet[1], 7)
             await client.close()
@@ -96,7 +97,7 @@ async def test_restart_without_the_database_readopts_from_the_wire(tmp_path: Pat
         async with running(blind) as bridge:
             assert not bridge.db.up
             client = await BridgeClient.connect("127.0.0.1", blind.osc_port)
-            await wait_until(lambda: _status_is(client, [3, 1]), timeout=3)
+            await wait_until(lambda: _status_is(client, [3, 1]), timeout=5)
             listed = await plugins_by_id(client)
             assert {t: row[:3] for t, row in listed.items()} == {
                 p.temp_id: [p.port, "identified" if p is fleet[1] else "bound", "TR7" if p is fleet[1] else ""]

@@ -1,4 +1,8 @@
-"""Routing to a plugin's own port, plugin chat as events, and fan-out to subscribers (and dropping them)."""
+"""Routing to a plugin's own port, plugin chat as events, and fan-out to subscribers (and dropping them).
+
+The end-to-end test keeps its subscriptions for the whole test (a time to live of 30 s: at 1.5 s a loaded machine
+let them lapse between two steps); a subscription's lapse is tested with a clock moved by hand (the rig of
+tests/test_hub_timing.py)."""
 
 from __future__ import annotations
 
@@ -14,10 +18,13 @@ from oscbridge.plugins.hub import PluginHub
 from oscbridge.tools.sim.plugin import PluginFleet, build_message
 from tests.conftest import wait_until
 from tests.hub_support import RawPlugin, hub_settings, listener, running, sim_config
+from tests.test_hub_timing import EPS, Rig, settings_for
+
+TTL = 30.0  # seconds: far longer than the test, so that no subscription lapses while it runs
 
 
 async def test_parameters_chat_and_fanout(tmp_path: Path, database_url: str) -> None:
-    settings = hub_settings(tmp_path, database_url, plugins=8, subscriber_max_errors=3, subscription_ttl=1.5,
+    settings = hub_settings(tmp_path, database_url, plugins=8, subscriber_max_errors=3, subscription_ttl=TTL,
                             plugin_silence=5.0)
     async with running(settings) as bridge, listener() as meters, listener() as gone, listener() as idle:
         hub = bridge.hub
@@ -26,7 +33,7 @@ async def test_parameters_chat_and_fanout(tmp_path: Path, database_url: str) -> 
         fleet = PluginFleet(2, sim_config(settings), interval=0.0)
         await fleet.start()
         try:
-            await fleet.wait_all(lambda p: p.state == "bound", timeout=3)
+            await fleet.wait_all(lambda p: p.state == "bound", timeout=5)
             await client.call("/bridge/subscribe", meters.port, "/aiplayer/{telemetry,rms}")
             await client.call("/bridge/subscribe", meters.port, "/bridge/event/*")  # a second pattern, same port
             await client.call("/bridge/subscribe", gone.port, "/aiplayer/telemetry")
@@ -66,17 +73,16 @@ async def test_parameters_chat_and_fanout(tmp_path: Path, database_url: str) -> 
 
             # The subscriber whose socket closed is dropped after a few refused sends.
             gone.close()
-            await wait_until(lambda: ("127.0.0.1", gone.port) not in hub.fanout.subscribers, timeout=3)
+            await wait_until(lambda: ("127.0.0.1", gone.port) not in hub.fanout.subscribers)
             assert ("127.0.0.1", meters.port) in hub.fanout.subscribers  # not a lapse: the others are still there
-            # Unsubscribed: nothing more arrives.
+            # Unsubscribed: nothing more arrives; an unsubscription is not counted as a drop.
             await client.call("/bridge/unsubscribe", meters.port)
             await asyncio.sleep(0.1)
             count = len(meters.raw)
             await asyncio.sleep(0.2)
             assert len(meters.raw) == count
-            # Not renewed within the time to live (1.5 s here): the last one lapses.
-            await wait_until(lambda: not hub.fanout.subscribers, timeout=2)
-            assert dict(await client.rows("/bridge/stats"))["fanout.dropped"] == 2
+            assert set(hub.fanout.subscribers) == {("127.0.0.1", idle.port)}
+            assert dict(await client.rows("/bridge/stats"))["fanout.dropped"] == 1
             with pytest.raises(BridgeRequestError) as bad:
                 await client.call("/bridge/subscribe", idle.port, "/aiplayer/[oops")
             assert bad.value.code == "bad_request"
@@ -93,3 +99,27 @@ async def test_parameters_chat_and_fanout(tmp_path: Path, database_url: str) -> 
         finally:
             await fleet.close()
             await client.close()
+
+
+async def test_a_subscription_not_renewed_within_its_time_to_live_lapses(tmp_path: Path) -> None:
+    """The hub's tick drops a subscription `subscription_ttl` after it was last made or renewed (the default,
+    an hour), and counts it in `fanout.dropped`; a renewal (the same subscribe again) starts its time over."""
+    rig = Rig(settings_for(tmp_path))
+    fanout, ttl = rig.hub.fanout, rig.settings.subscription_ttl
+    async with listener() as renewing, listener() as lapsing:
+        kept, dropped = ("127.0.0.1", renewing.port), ("127.0.0.1", lapsing.port)
+        try:
+            for addr in (kept, dropped):
+                fanout.subscribe(addr, "/aiplayer/telemetry", rig.clock.monotonic())
+            await rig.after(ttl / 2)
+            fanout.subscribe(kept, "/aiplayer/telemetry", rig.clock.monotonic())  # renewed, half-way
+            await rig.after(ttl / 2)
+            assert set(fanout.subscribers) == {kept, dropped}  # at its time to live, not yet past it
+            await rig.after(EPS)
+            assert set(fanout.subscribers) == {kept} and rig.hub.stats()["fanout.dropped"] == 1
+            await rig.after(ttl / 2 - EPS)
+            assert set(fanout.subscribers) == {kept}
+            await rig.after(EPS)
+            assert not fanout.subscribers and rig.hub.stats()["fanout.dropped"] == 2
+        finally:
+            fanout.close()

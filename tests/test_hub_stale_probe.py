@@ -86,7 +86,7 @@ async def assert_a_new_plugin_gets_another_port(settings: Settings, taken: set[i
     newcomer = SimulatedPlugin(sim_config(settings))
     await newcomer.start()
     try:
-        await newcomer.wait_for(lambda p: p.state in ("bound", "deaf", "failed"), timeout=3)
+        await newcomer.wait_for(lambda p: p.state in ("bound", "deaf", "failed"), timeout=10)
         assert newcomer.port not in taken, f"port {newcomer.port} was handed out again"
         assert newcomer.state == "bound"
     finally:
@@ -182,7 +182,7 @@ async def test_a_plugin_that_really_moved_is_still_found(tmp_path: Path, databas
         other.send(REQUEST_PORT, ("s", OTHER), ("i", -1), ("i", plugin.ephemeral_port or 0))
         await plugin.wait_for(lambda p: [args[1] for _, args in p.queued] == [own, moved])
         plugin.release()
-        await plugin.wait_for(lambda p: p.listening_port == moved and not p.queued, timeout=3)
+        await plugin.wait_for(lambda p: p.listening_port == moved and not p.queued, timeout=10)
         await wait_until(lambda: _is(client, plugin.temp_id, [moved, "bound"]))
         counters = await stats(client)
         assert counters.get("hub.stale_probe_answers", 0) == 0

@@ -247,8 +247,17 @@ async def test_over_stdio_read_only_then_with_control(tmp_path: Path, database_u
             assert "value" in await refused(session, "set_plugin_parameter", track=1)
             assert kick.datagrams == [build_message(SET_PARAMETER, ("s", "GAIN"), ("f", -6.5))]
 
-            tone = await call(session, "calibration_tone", on=False)
-            assert tone["acknowledged"] == 3 and tone["logged"] is True
+            # The tone starts only in a plugin without a track id (one being calibrated), with the float32 the
+            # plugin reads; the stop reaches every plugin.
+            async with PluginFleet(1, sim_config(bridge.settings), interval=0.0) as newcomer:
+                await newcomer.wait_all(lambda p: p.state == "bound", timeout=5)
+                tone = await call(session, "calibration_tone", on=True, frequency_hz=440, level_db=-20)
+                assert tone["acknowledged"] == 1 and tone["logged"] is True
+                assert (newcomer[0].tone_on, newcomer[0].tone_frequency, newcomer[0].tone_level_db) == (True, 440, -20)
+                assert not any(plugin.tone_on for plugin in fleet)
+                tone = await call(session, "calibration_tone", on=False)
+                assert tone["acknowledged"] == 4 and tone["logged"] is True
+                assert not newcomer[0].tone_on
             saved = await call(session, "save_message", content="Kick down 6.5 dB, it was eating the bass",
                                decision_summary="kick GAIN -6.5 dB")
             snapshot = await call(session, "create_snapshot", name="after the kick fix")
@@ -258,10 +267,12 @@ async def test_over_stdio_read_only_then_with_control(tmp_path: Path, database_u
             async with tcp_client(bridge.port) as osc:
                 current = (await osc.call("/bridge/project/current"))[2]
                 lines = [row for row in await osc.rows("/bridge/session/conversation", current) if row[0] == "line"]
-            assert [(row[2], row[5]) for row in lines] == [("producer", "action")] * 4
+            assert [(row[2], row[5]) for row in lines] == [("producer", "action")] * 5
             assert [row[3] for row in lines] == [
                 "Test Assistant 2.0 (MCP) set GAIN of track 1 'Kick' (TR1) to -6.5 dB",
-                "Test Assistant 2.0 (MCP) stopped the calibration tone: 3 plugins acknowledged",
+                "Test Assistant 2.0 (MCP) started the calibration tone (440 Hz, -20 dB) in the plugins without a "
+                "track id: 1 acknowledged",
+                "Test Assistant 2.0 (MCP) stopped the calibration tone: 4 plugins acknowledged",
                 "Test Assistant 2.0 (MCP) saved a key decision: kick GAIN -6.5 dB",
                 "Test Assistant 2.0 (MCP) created the snapshot 'after the kick fix'"]
             snapshots = json.loads(text_of((await session.read_resource("oscbridge://snapshots")).contents))

@@ -4,7 +4,6 @@ input and the size limits (20 kB over TCP, `too_large` over UDP, 1 MiB accepted,
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -176,9 +175,7 @@ async def test_one_mebibyte_is_accepted_over_tcp_and_more_is_refused(tcp: Bridge
     body = head + "la " * ((MAX_CONTENT - len(head) - len(tail)) // 3)
     text = body + "x" * (MAX_CONTENT - len(body) - len(tail)) + tail
     assert len(text) == MAX_CONTENT
-    started = time.perf_counter()
     message_id = await tcp.save_message("assistant", text, timeout=10)
-    assert time.perf_counter() - started < 2.0
     await expect_error("bad_request", tcp.save_message("assistant", text + "!", timeout=10), "1048576")
 
     hits = await tcp.context_search("zanzibarian marimba", limit=1, timeout=10)

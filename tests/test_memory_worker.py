@@ -1,6 +1,6 @@
 """The embedding worker against a FakeOllama that goes down, hangs, answers errors or the wrong dimension: saves
-are answered at once, nothing is lost, the backfill completes once Ollama is back, without hammering it; and
-the dimension check at start changes an empty column or refuses with an explanation."""
+are answered without waiting for it, nothing is lost, the backfill completes once Ollama is back, without
+hammering it; and the dimension check at start changes an empty column or refuses with an explanation."""
 
 from __future__ import annotations
 
@@ -27,6 +27,11 @@ from tests.memory_support import (
 )
 
 EMBEDDED = "SELECT count(*) FROM messages WHERE embedding IS NOT NULL"
+# Seconds a save may take before the test fails. A save is a spool append and a UDP round trip (milliseconds, but an
+# append can wait behind the writer's fsync on a loaded machine); one that waited for Ollama would take the 30 s of
+# a hung request (HANG), or a client time-out. How fast saves are is measured in bench/, not here.
+SAVE_BOUND = 2.0
+HANG = 30.0  # embed_timeout while Ollama hangs: a request that lasts the whole test
 
 
 async def connect(bridge: Bridge) -> BridgeClient:
@@ -39,11 +44,11 @@ async def status(client: BridgeClient) -> dict[str, int]:
 
 
 async def timed_saves(client: BridgeClient, count: int, text: str = "take {i}: tighten the bass") -> float:
-    """Saves `count` messages and returns the slowest reply time."""
+    """Saves `count` messages (each acknowledged with its id) and returns the slowest reply time."""
     slowest = 0.0
     for i in range(count):
         started = time.perf_counter()
-        await client.save_message("user", text.format(i=i))
+        assert await client.save_message("user", text.format(i=i))
         slowest = max(slowest, time.perf_counter() - started)
     return slowest
 
@@ -60,7 +65,7 @@ async def test_saved_while_down_then_embedded_after_a_restart_when_ollama_is_bac
     settings = memory_settings(tmp_path, database_url, fake, embed_batch_size=8)
     async with running(settings) as bridge:
         client = await connect(bridge)
-        assert await timed_saves(client, 12) < 0.2
+        assert await timed_saves(client, 12) < SAVE_BOUND
         await wait_until(lambda: worker(bridge).status == "down")
         assert (await status(client))["ollama_up"] == 0
         await client.close()
@@ -88,11 +93,13 @@ async def test_an_ollama_that_errors_is_retried_with_backoff_not_hammered(
     fake.reset_counters()
     client = await connect(bridge)
     started = time.perf_counter()
-    assert await timed_saves(client, 30) < 0.2  # thirty wake-ups while Ollama refuses
+    assert await timed_saves(client, 30) < SAVE_BOUND  # thirty wake-ups while Ollama refuses
     await wait_until(lambda: time.perf_counter() - started > 2.0, timeout=3)
     attempts = fake.request_count("/api/embed") + fake.request_count("/api/version")
-    # Backoff 0.5 s doubling, capped at 0.3 s here, with jitter: about 2 s / 0.23 s, never one per save.
-    assert 2 <= attempts <= 14, fake.requests
+    elapsed = time.perf_counter() - started
+    # Backoff 0.5 s doubling, capped at 0.3 s here, with jitter (0.15 to 0.3 s): about 2 s / 0.23 s, at most one
+    # attempt per 0.15 s however long the saves took, and never one per save.
+    assert 2 <= attempts <= min(1 + elapsed / 0.15, 29), (elapsed, fake.requests)
     assert await fetchval(database_url, EMBEDDED) == 0
     assert worker(bridge).status == "down" and "server busy" in (worker(bridge).last_error or "")
     fake.set_fail(None)
@@ -101,21 +108,40 @@ async def test_an_ollama_that_errors_is_retried_with_backoff_not_hammered(
     await client.close()
 
 
-async def test_a_hanging_ollama_does_not_delay_saves(bridge: Bridge, fake: FakeOllama, database_url: str) -> None:
+async def test_a_hanging_ollama_does_not_delay_saves(tmp_path: Path, database_url: str, fake: FakeOllama) -> None:
+    async with running(memory_settings(tmp_path, database_url, fake, embed_timeout=HANG)) as bridge:
+        await wait_ready(bridge)
+        fake.set_delay(60, "/api/embed")
+        fake.reset_counters()
+        client = await connect(bridge)
+        assert await timed_saves(client, 5) < SAVE_BOUND
+        await wait_until(lambda: fake.request_count("/api/embed") >= 1)  # the worker sits in a hung request ...
+        assert await timed_saves(client, 5, "more {i}") < SAVE_BOUND  # ... and saves are still answered
+
+        async def stored() -> bool:
+            return bool(await fetchval(database_url, "SELECT count(*) FROM messages") == 10)
+
+        await wait_until(stored)  # written by the writer, which does not wait for Ollama either
+        # All of that while the worker's one request hung: no answer, no time-out, no second request.
+        assert fake.request_count("/api/embed") == 1 and await fetchval(database_url, EMBEDDED) == 0
+        fake.set_delay(0, "/api/embed")
+        fake.stop()  # Ollama restarted: the hung request's connection is cut, the retry succeeds
+        fake.start()
+        await wait_embedded(database_url, 10)
+        await client.close()
+
+
+async def test_a_hung_request_is_given_up_after_embed_timeout(bridge: Bridge, fake: FakeOllama,
+                                                              database_url: str) -> None:
     await wait_ready(bridge)
     fake.set_delay(60, "/api/embed")
+    fake.reset_counters()
     client = await connect(bridge)
-    assert await timed_saves(client, 5) < 0.2
-    await wait_until(lambda: fake.request_count("/api/embed") >= 1)  # the worker sits in a hung request ...
-    assert await timed_saves(client, 5) < 0.2  # ... and saves are still answered at once
-
-    async def stored() -> bool:
-        return bool(await fetchval(database_url, "SELECT count(*) FROM messages") == 10)
-
-    await wait_until(stored)  # written by the writer, which does not wait for Ollama either
-    assert await fetchval(database_url, EMBEDDED) == 0
-    fake.set_delay(0, "/api/embed")  # the hung request times out (embed_timeout), the retry succeeds
-    await wait_embedded(database_url, 10)
+    await client.save_message("user", "saved while Ollama hangs")
+    await wait_until(lambda: fake.request_count("/api/embed") >= 1)
+    fake.set_delay(0, "/api/embed")  # the fake never answers the hung request: only the worker's time-out ends it
+    await wait_embedded(database_url, 1, timeout=bridge.settings.embed_timeout + 10)
+    assert fake.request_count("/api/embed") >= 2  # the retry after the time-out
     await client.close()
 
 

@@ -48,7 +48,7 @@ async def test_the_hub_refuses_it_in_telemetry(bridge: Bridge, bad: str, why: st
             async def counted() -> bool:
                 return bool(dict(await client.rows("/bridge/stats")).get("hub.bad_track_id", 0) == 1)
 
-            await wait_until(counted, timeout=2)
+            await wait_until(counted, timeout=5)
     lines = [r.getMessage() for r in caplog.records if "plugin_message_rejected" in r.getMessage()]
     assert len(lines) == 1 and f"track id {why}" in lines[0], lines
     assert bad not in bridge.hub.levels.tracks

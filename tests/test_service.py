@@ -157,7 +157,7 @@ async def test_sigterm_under_traffic_drains_stops_postgres_and_loses_nothing(tmp
         if daemon.proc.poll() is None:
             daemon.proc.kill()
     assert code == 0
-    assert elapsed < STOP_DEADLINE / 2, f"took {elapsed:.1f} s"  # about 1 s here, mostly PostgreSQL's own stop
+    assert elapsed < STOP_DEADLINE, f"took {elapsed:.1f} s"  # the promise; about 1 s here, mostly PostgreSQL's stop
     stopped = daemon.wait_for("stopped")
     assert stopped["drained"] is True
     assert [e["event"] for e in daemon.events].count("stopping") == 1
@@ -182,7 +182,9 @@ async def test_second_sigterm_during_the_drain_exits_at_once_and_the_next_start_
         blocker = await asyncpg.connect(url)
         await blocker.execute("BEGIN; LOCK TABLE mission_control_debug IN ACCESS EXCLUSIVE MODE")
         acked, stop = Acked(), asyncio.Event()
-        traffic = asyncio.create_task(send_writes(port, acked, stop))
+        # Every write is answered (from the spool) while the table is locked; 5 s per call, so that a loaded
+        # machine's slow answer is not taken for a missing one.
+        traffic = asyncio.create_task(send_writes(port, acked, stop, timeout=5.0))
         await wait_for_acks(acked, 300)
         stop.set()
         await traffic
@@ -194,8 +196,9 @@ async def test_second_sigterm_during_the_drain_exits_at_once_and_the_next_start_
         assert daemon.proc.poll() is None
         daemon.proc.send_signal(signal.SIGTERM)
         second = time.monotonic()
-        code = await asyncio.to_thread(daemon.proc.wait, 5)
-        assert time.monotonic() - second < 2.0
+        code = await asyncio.to_thread(daemon.proc.wait, STOP_DEADLINE + 5)
+        took = time.monotonic() - second
+        assert took < 5.0, f"took {took:.1f} s"  # at once, not after the drain: it waits on the lock for 8 s
         assert code != 0
         daemon.wait_for("stopping_now")
         with_lock_released = blocker.close()

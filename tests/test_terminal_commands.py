@@ -20,6 +20,7 @@ import struct
 import subprocess
 import sys
 import termios
+import threading
 from contextlib import redirect_stderr, redirect_stdout, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,25 +236,36 @@ async def test_tail_search_and_errors(tmp_path: Path, database_url: str) -> None
         bulk = (await command("tail", "--no-follow", "-n", "500", "--sender", "bulk", *at)).out.splitlines()
         assert [cells(line)[-1] for line in bulk[1:]] == [f"row {n}" for n in range(400)]
 
-        # Following: rows logged while it runs come out as they arrive, after one header.
-        buffer = io.StringIO()
+        # Following: rows logged while it runs come out as they arrive, after one header. The follower prints its
+        # header once it knows where the bridge's rows end; only rows logged after that are its to show.
+        buffer, done = io.StringIO(), threading.Event()
 
         async def follow() -> None:
             async with session.connect("127.0.0.1", settings.osc_port) as bridge:
-                with suppress(TimeoutError):
-                    async with asyncio.timeout(1.5):
-                        await tail(bridge, Output(buffer), Filter(sender="orchestrator"), lines=0, follow=True,
-                                   interval=0.05)
+                tailing = asyncio.ensure_future(tail(bridge, Output(buffer), Filter(sender="orchestrator"),
+                                                     lines=0, follow=True, interval=0.05))
+                while not (done.is_set() or tailing.done()):
+                    await asyncio.sleep(0.05)
+                tailing.cancel()
+                with suppress(asyncio.CancelledError):
+                    await tailing  # a failure of the follower itself is raised here
+
+        def followed() -> list[str]:
+            return buffer.getvalue().splitlines()
 
         following = asyncio.ensure_future(asyncio.to_thread(asyncio.run, follow()))
-        await asyncio.sleep(0.4)
-        for text in ("first while following", "second while following"):
-            await client.call("/bridge/debug/log", "orchestrator", "", "log", text, "", "info")
-        await client.call("/bridge/debug/log", "mixer", "", "log", "not this one", "", "info")
-        await following
-        followed = buffer.getvalue().splitlines()
-        assert cells(followed[0])[0] == "seq" and [cells(line)[-1] for line in followed[1:]] == [
-            "first while following", "second while following"]
+        try:
+            await wait_until(lambda: followed() or following.done(), timeout=10)
+            assert followed() and cells(followed()[0])[0] == "seq"
+            # The other sender's row comes between the two: once the second is out, it has been passed over.
+            for sender, text in (("orchestrator", "first while following"), ("mixer", "not this one"),
+                                 ("orchestrator", "second while following")):
+                await client.call("/bridge/debug/log", sender, "", "log", text, "", "info")
+            await wait_until(lambda: "second while following" in buffer.getvalue() or following.done(), timeout=10)
+        finally:
+            done.set()
+            await following
+        assert [cells(line)[-1] for line in followed()[1:]] == ["first while following", "second while following"]
 
         # search: what the context search found, with its score and why.
         for text in ("Reduce the kick GAIN by 3 dB", "The snare needs presence", "Bass is muddy"):

@@ -118,7 +118,9 @@ async def test_health_rows(web_bridge: Bridge) -> None:
     assert re.match(r"\d+ writes queued, \d+ bytes in the spool", rows["writes"][1]), rows["writes"]
 
 
-async def test_live_frames_follow_osc_changes(web_bridge: Bridge) -> None:
+async def test_live_frames_follow_osc_changes(web_bridge: Bridge, monkeypatch: pytest.MonkeyPatch) -> None:
+    """How fast a change shows is bench/'s business (the promise is within 1 s); here: that it shows by itself."""
+    monkeypatch.setattr(feed_module, "STATE_EVERY", 1)  # a state frame at every tick, not twice a second
     token = token_of(web_bridge)
     async with aiohttp.ClientSession() as http, await BridgeClient.connect("127.0.0.1", web_bridge.port) as osc, \
             http.ws_connect(base(web_bridge) + "/api/live") as ws:
@@ -127,15 +129,13 @@ async def test_live_frames_follow_osc_changes(web_bridge: Bridge) -> None:
         assert first[-1] == {"type": "hello", "authorized": True, "version": __version__}
         await frames(ws, lambda f: f.get("address") == "/bridge/mapping/list")
 
-        started = asyncio.get_running_loop().time()
         await osc.call("/bridge/mapping/set", 5, "Drums", "TR2")
-        await frames(ws, mapping_frame("Drums"), timeout=1.0)  # the issue's budget: within 1 s
-        assert asyncio.get_running_loop().time() - started < 1.0
+        await frames(ws, mapping_frame("Drums"))
 
         # A datagram that goes to mission_control_debug appears in the traffic tail.
         await osc.call("/bridge/debug/log", "orchestrator", "", "log", "tail me", "", "info")
         seen = await frames(ws, lambda f: f["type"] == "traffic" and any(r["content"] == "tail me"
-                                                                          for r in f["rows"]), timeout=1.0)
+                                                                          for r in f["rows"]))
         row = next(r for r in seen[-1]["rows"] if r["content"] == "tail me")
         assert (row["sender"], row["type"], row["severity"]) == ("orchestrator", "log", "info")
 
@@ -264,7 +264,10 @@ async def test_a_stalled_page_skips_ticks_and_others_keep_getting_frames(web_bri
     """A page that stops reading: its frames wait in its socket, the feed skips its ticks, the other page and OSC
     are served as before, and after `SEND_TIMEOUT` the stalled page's connection is cut (its bytes freed)."""
     monkeypatch.setattr(feed_module, "STATE_EVERY", 1)  # a state frame at every tick: the stall comes sooner
-    monkeypatch.setattr(web_server, "SEND_TIMEOUT", 2.0)
+    # Long enough for the 24 skipped ticks counted below even on a loaded machine (about 1 s of them at 24 Hz):
+    # a page cut sooner stops counting, and the test would wait for a count that never comes.
+    send_timeout = 5.0
+    monkeypatch.setattr(web_server, "SEND_TIMEOUT", send_timeout)
     token = token_of(web_bridge)
     port = web_bridge.settings.http_port
     web = web_bridge.parts.web
@@ -293,13 +296,12 @@ async def test_a_stalled_page_skips_ticks_and_others_keep_getting_frames(web_bri
                     break
             assert stalled_page.skipped_ticks >= 24, "the stalled page never held enough unsent bytes"
             assert reading_page.skipped_ticks < stalled_page.skipped_ticks
-            # The reading page still gets each change at once, and OSC answers at once.
+            # The reading page still gets each change, and OSC still answers (how fast: bench.bench_web).
             await osc.call("/bridge/mapping/set", 1, "after the stall", "TR1")
-            started = asyncio.get_running_loop().time()
-            await frames(ws, mapping_frame("after the stall"), timeout=1.0)
-            assert asyncio.get_running_loop().time() - started < 1.0
-            assert (await osc.call("/bridge/ping", timeout=1.0))[0] == __version__
-            await wait_until(lambda: web.feed.pages_cut == 1 and stalled_page not in web.feed.pages, timeout=10)
+            await frames(ws, mapping_frame("after the stall"))
+            assert (await osc.call("/bridge/ping", timeout=5.0))[0] == __version__
+            await wait_until(lambda: web.feed.pages_cut == 1 and stalled_page not in web.feed.pages,
+                             timeout=send_timeout + 10)
             await wait_until(lambda: web.connections == 1)  # the reading page's alone: the stalled one is gone
             with pytest.raises(OSError):  # the cut reaches the stalled client as a reset
                 for _ in range(100):
