@@ -1,7 +1,7 @@
 """Open web pages against the 128-plugin load: the bridge's CPU, telemetry loss and ping latency with no page, one
 page, five pages, and five pages of which some are stalled.
 
-    .venv/bin/python -m bench.bench_web [--seconds 20] [--plugins 128] [--stalled 2] [--browser]
+    .venv/bin/python -m bench.bench_web [--seconds 20] [--plugins 128] [--stalled 2] [--browser] [--changes 30]
 
 (from the repository root, after `pip install -e '.[bench]'`)
 
@@ -37,6 +37,15 @@ took), lost and the loss in %; the frames sent to pages and the ticks skipped fo
 `web.connections`); `/bridge/ping` round trips, one every 10 ms during the phase, p50 and p99. A second table
 shows the pages' side: messages, frames and level frames per reading page per second, kilobytes per second, parse
 errors, and the CPU of the pages' process (with Chromium's processes).
+
+With `--browser`, after the phases: change to page, the promise that a change made outside the page shows on it
+within 1 s (docs/web.md; tests/test_web_browser.py checks only that it arrives, CI being too loaded to time it).
+One headless Chromium window shows the Tracks view while `--changes` mappings are set over OSC
+(`/bridge/mapping/set`, a new name each time), first with no load, then under the plugins' load. Each latency is
+the page's own stamp of drawing the row (`data-shown-at`, `Date.now()` in whole milliseconds) minus `time.time()`
+just before the request, as in the tests' `shown_after_the_change`: Selenium's polling adds nothing. The feed
+checks the mapping twice a second, so up to 0.5 s of each latency is waiting for that check; a random pause before
+each change spreads the changes over that period. Printed: median, p95, max, and how many took over 1 s.
 """
 
 from __future__ import annotations
@@ -48,14 +57,16 @@ import contextlib
 import json
 import multiprocessing
 import os
+import random
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 import psutil
@@ -66,7 +77,13 @@ from oscbridge.config import Settings
 from oscbridge.osc.codec import encode_message
 from oscbridge.tools.bridge_process import BridgeProcess
 from oscbridge.tools.ports import LOOPBACK, free_port
+from oscbridge.web.feed import LEVELS_HZ, STATE_EVERY
 from oscbridge.web.token import read_token
+
+if TYPE_CHECKING:
+    from selenium.webdriver.remote.webdriver import WebDriver
+
+T = TypeVar("T")
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -75,6 +92,10 @@ STALLED_RCVBUF = 4096
 PING_EVERY = 0.01
 FILL_STEP = 5.0  # seconds of load per step while the stalled pages fill
 FILL_LIMIT = 120.0
+PROMISE = 1.0  # seconds a change made outside the page may take to show on it (docs/web.md)
+ARRIVAL = 10.0  # seconds after which a change counts as not shown (tests/test_web_browser.py's ARRIVAL)
+STATE_PERIOD = STATE_EVERY / LEVELS_HZ  # the feed's check of the mapping: 0.5 s
+LOAD_WINDOW = 10.0  # seconds per load run while the changes are timed under load
 
 
 @dataclass
@@ -170,8 +191,8 @@ async def aiohttp_pages(port: int, token: str, readers: int, conn: Connection) -
     return counts
 
 
-async def browser_pages(port: int, token: str, readers: int, conn: Connection) -> PageCounts:
-    """Headless Chromium windows with the page; the bridge's `web.pages` tells the parent when they are open."""
+def chromium() -> WebDriver:
+    """Headless Chromium through chromedriver, as tests/test_web_browser.py drives it."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -182,7 +203,12 @@ async def browser_pages(port: int, token: str, readers: int, conn: Connection) -
                 "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
                 "--disable-backgrounding-occluded-windows"):
         options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+
+
+async def browser_pages(port: int, token: str, readers: int, conn: Connection) -> PageCounts:
+    """Headless Chromium windows with the page; the bridge's `web.pages` tells the parent when they are open."""
+    driver = chromium()
     try:
         for n in range(readers):
             if n:
@@ -343,6 +369,106 @@ def run_phase(bridge: BridgeProcess, requests: Requests, load: Load, phase: Phas
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Change to page (--browser)
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Changes:
+    condition: str
+    latencies: list[float]  # seconds, sorted, of the changes shown
+    missed: int  # changes not shown within ARRIVAL
+
+
+def open_tracks(driver: WebDriver, port: int, token: str, plugins: int) -> None:
+    """The page with the token, live, on the Tracks view with every plugin's row drawn."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(f"http://{LOOPBACK}:{port}/#token={token}")
+    waiting = WebDriverWait(driver, 30, poll_frequency=0.05)
+    waiting.until(lambda d: d.find_element(By.ID, "connection").get_attribute("data-state") == "live")
+    driver.find_element(By.ID, "tab-tracks").click()
+    waiting.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#tracks-body tr")) >= plugins)
+
+
+def change_latencies(driver: WebDriver, requests: Requests, condition: str, changes: int, plugins: int) -> Changes:
+    """Renames tracks 1, 2, ... over OSC, one at a time, and times each until the page's row shows the new name."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.expected_conditions import presence_of_all_elements_located
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    latencies: list[float] = []
+    missed = 0
+    for n in range(changes):
+        time.sleep(random.uniform(0, STATE_PERIOD))  # anywhere in the feed's check period, not in step with it
+        number = 1 + n % plugins
+        name = f"Track {number} ({condition} {n})"
+        selector = f'#tracks-body tr[data-plugin-id="TR{number}"][data-name="{name}"]'
+        changed = time.time()
+        requests.call("/bridge/mapping/set", number, name, f"TR{number}")
+        try:
+            rows = WebDriverWait(driver, ARRIVAL, poll_frequency=0.05).until(
+                presence_of_all_elements_located((By.CSS_SELECTOR, selector)))
+        except TimeoutException:
+            missed += 1
+            continue
+        shown_at_ms = rows[0].get_attribute("data-shown-at")
+        if shown_at_ms is None:
+            raise RuntimeError(f"the page drew track {number}'s row without a data-shown-at stamp")
+        latencies.append(int(shown_at_ms) / 1000 - changed)
+    return Changes(condition, sorted(latencies), missed)
+
+
+def under_load(load: Load, rate: float, work: Callable[[], T]) -> T:
+    """Runs `work` while the plugins stream, in LOAD_WINDOW runs back to back from a thread (each run starts
+    0.3 s after the last ended: `Load.start`'s lead, about 3 % of the time without load)."""
+    done = threading.Event()
+
+    def stream() -> None:
+        while not done.is_set():
+            load.start(rate, LOAD_WINDOW)
+            load.result()
+
+    thread = threading.Thread(target=stream, name="load", daemon=True)
+    thread.start()
+    time.sleep(1.0)  # the first run started and the page draws levels
+    try:
+        return work()
+    finally:
+        done.set()
+        thread.join()
+
+
+def measure_changes(requests: Requests, load: Load, http_port: int, token: str, ns: argparse.Namespace
+                    ) -> list[Changes]:
+    driver = chromium()
+    try:
+        open_tracks(driver, http_port, token, ns.plugins)
+        idle = change_latencies(driver, requests, "no load", ns.changes, ns.plugins)
+        loaded = under_load(load, ns.rate, lambda: change_latencies(driver, requests, "under load", ns.changes,
+                                                                    ns.plugins))
+        return [idle, loaded]
+    finally:
+        driver.quit()
+
+
+def report_changes(measured: list[Changes], ns: argparse.Namespace) -> None:
+    rows: list[tuple[str, ...]] = [("condition", "changes", "median", "p95", "max", f"over {PROMISE:.0f} s",
+                                    f"not shown in {ARRIVAL:.0f} s")]
+    for c in measured:
+        over = sum(1 for latency in c.latencies if latency > PROMISE) + c.missed
+        rows.append((c.condition, str(len(c.latencies) + c.missed), f"{1000 * percentile(c.latencies, 0.5):.0f} ms",
+                     f"{1000 * percentile(c.latencies, 0.95):.0f} ms", f"{1000 * max(c.latencies, default=0):.0f} ms",
+                     f"{over} ({100 * over / max(len(c.latencies) + c.missed, 1):.0f} %)", str(c.missed)))
+    print_table(f"Change to page: /bridge/mapping/set over OSC until the Tracks row's data-shown-at, one headless "
+                f"Chromium page (promise: {PROMISE:.0f} s; the load: {ns.plugins} plugins at {ns.rate} Hz)", rows)
+    print(f"  the feed checks the mapping every {1000 * STATE_PERIOD:.0f} ms: 0-{1000 * STATE_PERIOD:.0f} ms of each "
+          f"latency is waiting for that check ({500 * STATE_PERIOD:.0f} ms on average)")
+
+
+# --------------------------------------------------------------------------------------------------------------
 
 
 def report(results: list[Result], ns: argparse.Namespace, kind: str) -> None:
@@ -383,6 +509,8 @@ def main() -> int:
     parser.add_argument("--senders", type=int, default=3, help="sender processes for the plugins")
     parser.add_argument("--stalled", type=int, default=2, help="stalled pages among the five of phase d")
     parser.add_argument("--browser", action="store_true", help="headless Chromium pages instead of aiohttp")
+    parser.add_argument("--changes", type=int, default=30,
+                        help="with --browser: mapping changes timed from OSC to the page, per condition (0: none)")
     ns = parser.parse_args()
     browser = ns.browser and CHROMIUM.exists() and CHROMEDRIVER.exists()
     if ns.browser and not browser:
@@ -403,6 +531,8 @@ def main() -> int:
         results = [run_phase(bridge, requests, load, phase, http_port, token, ns.rate, ns.seconds, browser)
                    for phase in phases]
         report(results, ns, kind)
+        if browser and ns.changes > 0:
+            report_changes(measure_changes(requests, load, http_port, token, ns), ns)
     finally:
         if load is not None:
             load.close()
