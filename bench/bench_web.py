@@ -425,20 +425,27 @@ def under_load(load: Load, rate: float, work: Callable[[], T]) -> T:
     """Runs `work` while the plugins stream, in LOAD_WINDOW runs back to back from a thread (each run starts
     0.3 s after the last ended: `Load.start`'s lead, about 3 % of the time without load)."""
     done = threading.Event()
+    failed: list[BaseException] = []
 
     def stream() -> None:
-        while not done.is_set():
-            load.start(rate, LOAD_WINDOW)
-            load.result()
+        try:
+            while not done.is_set():
+                load.start(rate, LOAD_WINDOW)
+                load.result()
+        except BaseException as exc:  # raised in the caller: numbers "under load" without load would mislead
+            failed.append(exc)
 
     thread = threading.Thread(target=stream, name="load", daemon=True)
     thread.start()
     time.sleep(1.0)  # the first run started and the page draws levels
     try:
-        return work()
+        result = work()
     finally:
         done.set()
         thread.join()
+    if failed:
+        raise RuntimeError("the load stopped during the measurement") from failed[0]
+    return result
 
 
 def measure_changes(requests: Requests, load: Load, http_port: int, token: str, ns: argparse.Namespace

@@ -51,7 +51,7 @@ from oscbridge.store.core_ops import CORE_OPS, repair_parents
 from oscbridge.store.db import CONNECTION_ERRORS, Database, DatabaseRefused, fetch_info
 from oscbridge.store.debug_tail import DebugTail
 from oscbridge.store.embedded import EmbeddedPostgres
-from oscbridge.store.identity import BridgeIdentity, IdentityError, load_identity
+from oscbridge.store.identity import BridgeIdentity, IdentityError, first_start, load_identity
 from oscbridge.store.notifications import MappingListener
 from oscbridge.store.retention import Retention
 from oscbridge.store.spool import Spool, SpoolError
@@ -217,7 +217,7 @@ class Bridge:
         # Mapping changes of the other bridges on this database (docs/bridge-api-notes.md), and events of them all.
         # LISTEN needs a connection straight to PostgreSQL: a transaction pooler does not keep it.
         listener = MappingListener(db.direct_url, identity.id, projects.reload_mappings, lambda: spool.committed,
-                                   begin_read=projects.begin_reload)
+                                   begin_read=projects.begin_reload, read_failed=projects.reload_failed)
         projects.listeners.append(hub.fanout.emit)
         projects.switched.append(listener.request)
         listener.reload_after(first_write)  # the mapping writes the last run left in the spool come before it
@@ -248,10 +248,11 @@ class Bridge:
         retention.start()
         listener.start()
         if not db.up:
-            self._background.append(asyncio.get_running_loop().create_task(self._reconnect(db, writer)))
+            reconnect = self._reconnect(db, writer)
+            self._background.append(asyncio.get_running_loop().create_task(reconnect, name="oscbridge-reconnect"))
         if settings.backup_every > 0:  # docs/backup.md; pg_dump runs as a subprocess, off the receive path
             backups = BackupSchedule(db.direct_url, settings.spool_dir, settings.backups_dir, settings.backup_every,
-                                     settings.backup_keep, db_kind, clock)
+                                     settings.backup_keep, db_kind, clock, first_start(settings.data_dir))
             self._background.append(asyncio.get_running_loop().create_task(backups.run(), name="oscbridge-backups"))
         # Everything allocated so far (modules, schema text, pools) lives as long as the daemon: moving it out of
         # the collector's reach keeps full collections, which run on the receive path, short.
@@ -262,6 +263,16 @@ class Bridge:
             log.warning("rejected_writes_waiting", count=spool.rejected_count, kept_in=str(spool.rejected_path),
                         hint="PostgreSQL refused these writes for good: read why in that file, fix the cause, "
                              "then run `oscbridge spool retry-rejected`")
+
+    def _report_background(self) -> None:
+        """Says which background task is still running at the end of the stop, or ended with an error no one saw
+        (a task's exception is otherwise only a "never retrieved" line at exit, if that)."""
+        for task in self._background:
+            if not task.done():
+                log.warning("component_stop_failed", component=task.get_name(), error="still running at the stop")
+            elif not task.cancelled() and (error := task.exception()) is not None:
+                log.error("background_task_failed", component=task.get_name(),
+                          error=f"{type(error).__name__}: {error}"[:1000])
 
     def _stats(self) -> dict[str, int]:
         """`/bridge/stats`: every part's own counters."""
@@ -353,17 +364,15 @@ class Bridge:
         # A batch stuck in a query that the server never answers cannot be cancelled promptly (asyncpg waits for
         # the server to confirm the cancel), so the stop stops waiting for the writer after the grace; closing the
         # pool below cuts its connection.
+        # The background tasks end within the same budget (a backup stops its threads at their next MiB and waits
+        # for pg_dump to go), before the spool and the database they use are closed.
         flush_for = max(0.0, flush_until - time.monotonic())
         stopping = asyncio.ensure_future(parts.writer.stop(flush_for))
-        done, _ = await asyncio.wait({stopping}, timeout=flush_for + WRITER_CANCEL_GRACE)
-        drained = stopping.result() if done else False
-        if not done:
+        await asyncio.wait({stopping, *self._background}, timeout=flush_for + WRITER_CANCEL_GRACE)
+        drained = stopping.result() if stopping.done() else False
+        if not stopping.done():
             log.warning("writer_stop_timed_out", pending=parts.spool.pending)
-        if self._background:  # a backup waits for its archive thread (it stops at its next MiB) to end or give up
-            _, late = await asyncio.wait(self._background, timeout=COMPONENT_STOP_TIMEOUT)
-            if late:
-                log.warning("component_stop_failed", component="background",
-                            error=f"{len(late)} task(s) still running after {COMPONENT_STOP_TIMEOUT:g} s")
+        self._report_background()
         parts.spool.close()
         if parts.recorder is not None:
             parts.recorder.close()

@@ -250,10 +250,15 @@ class Projects:
 
     def begin_reload(self) -> int:
         """The writer's committed sequence number, read just before the rows of a reload: the changes after it are
-        kept for `reload_mappings` even if they are committed while the rows are read."""
-        assert self._committed is not None
+        kept for `reload_mappings` (or until `reload_failed`) even if they are committed while the rows are read."""
+        if self._committed is None:
+            raise RuntimeError("reloads need the writer's committed sequence number (Projects(committed=...))")
         self._reading_from = self._committed()
         return self._reading_from
+
+    def reload_failed(self) -> None:
+        """The read begun by `begin_reload` did not finish: committed changes are let go again."""
+        self._reading_from = None
 
     def reload_mappings(self, rows: list[MappingRow], project_ids: Collection[str] | None,
                         committed: int) -> dict[str, int]:

@@ -24,7 +24,8 @@ async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:
 
 async def thread_to_the_end(func: Callable[..., T], *args: Any, on_cancel: Callable[[], None] | None = None) -> T:
     """Runs `func(*args)` in a thread; when the caller is cancelled, calls `on_cancel` (which may ask the thread to
-    stop early) and waits for the thread before the cancellation goes on. A thread cannot be cancelled, and one
+    stop early) and waits for the thread before the cancellation goes on (unless cancelled once more meanwhile:
+    the stop's own deadline must still win). A thread cannot be cancelled, and one
     still running after its caller gave up would change files after the caller's clean-up looked at them (a
     backup completed, or old ones deleted, after the daemon said it had stopped)."""
     work = asyncio.ensure_future(asyncio.to_thread(func, *args))

@@ -23,17 +23,20 @@ from oscbridge.client import BridgeClient
 from oscbridge.config import Settings
 from oscbridge.store.archive import MANIFEST, DamagedBackup, Manifest, read_archive
 from oscbridge.store.backup import (
+    RECHECK,
     BackupSchedule,
     copy_unapplied,
     count_rows,
     create_backup,
     libpq_target,
     list_backups,
+    newest_backup,
     pg_tool,
 )
 from oscbridge.store.embedded import EmbeddedPostgres, running_url
 from oscbridge.store.upgrade import installs
 from oscbridge.tools.restore import EXIT_DAMAGED, EXIT_IN_USE, EXIT_NOT_EMPTY, restore_command
+from tests.clock_support import ManualClock
 from tests.conftest import make_settings, run_cli, running, wait_until
 
 EMPTY_ARGS = ("", 0, "", 0)  # model, key decision, decision summary, embed: no Ollama needed
@@ -334,23 +337,48 @@ async def test_a_backup_cancelled_at_any_moment_leaves_a_complete_backup_or_none
         assert manifest_of(kept[-1], tmp_path / f"step-{step}").row_counts["public.messages"] == 1
 
 
-async def test_the_first_scheduled_backup_is_due_when_the_newest_is_an_interval_old(tmp_path: Path,
-                                                                                  database_url: str) -> None:
+async def test_a_scheduled_backup_is_due_an_interval_after_the_newest_or_the_first_start(tmp_path: Path,
+                                                                                      database_url: str) -> None:
+    """By the wall clock, so that restarts do not postpone it; a backup from the future (a clock set back) does not
+    count, or it would stop backups until the clock caught up."""
     settings = make_settings(tmp_path, database_url, backup_every=3600, backup_keep=7)
+    now = time.time()
     schedule = BackupSchedule(database_url, settings.spool_dir, settings.backups_dir, 3600, 7, "external")
-    assert schedule.first_delay() == 3600  # no backup yet: one interval after start
+    assert schedule.due_in() == 3600  # no backup and no start known: one interval from now
+    schedule.first_start = now - 3000
+    assert 590 < schedule.due_in() <= 600  # none yet: an interval after the data dir's first start
+    schedule.first_start = now - 5 * 86400  # a bridge that never ran an hour at a time: due at once
+    assert schedule.due_in() == 0
     settings.backups_dir.mkdir(parents=True)
-    old = settings.backups_dir / "backup-20200101T000000Z.tar"  # made by hand long ago
+    old = settings.backups_dir / "backup-20200101T000000Z.tar"  # made by hand
     old.write_bytes(b"")
-    recent = time.time() - 600
-    os.utime(old, (recent, recent))
-    assert 2990 < schedule.first_delay() <= 3000
+    os.utime(old, (now - 600, now - 600))
+    assert 2990 < schedule.due_in() <= 3000  # the newest backup counts, not the first start
     os.utime(old, (0, 0))
-    assert schedule.first_delay() == 0
+    assert schedule.due_in() == 0
+    ahead = settings.backups_dir / "auto-20991231T000000.000Z.tar"
+    ahead.write_bytes(b"")
+    os.utime(ahead, (now + 30 * 86400, now + 30 * 86400))
+    assert newest_backup(settings.backups_dir, now) == (old, 0)  # the one from the future is left out
+    assert schedule.due_in() == 0
 
-    async with running(settings):  # so this start makes one at once
-        await wait_until(lambda: len(list_backups(settings.backups_dir, "auto")) == 1, timeout=20)
-    assert old.exists()  # a backup made by hand is never pruned
+
+async def test_the_schedule_looks_at_the_wall_clock_again_while_it_waits(tmp_path: Path, database_url: str) -> None:
+    """A Mac asleep does not advance asyncio's clock: the wait for a backup due in a day is cut in RECHECK pieces,
+    each looking at the wall clock again (`due_in`), so a backup due during a night's sleep is made within RECHECK of
+    waking, not after a day of awake time."""
+    clock = ManualClock()
+    settings = make_settings(tmp_path, database_url)
+    schedule = BackupSchedule(database_url, settings.spool_dir, settings.backups_dir, 86400, 7, "external", clock,
+                              first_start=clock.time())
+    waiting = asyncio.ensure_future(schedule.run())
+    try:
+        await clock.asked_at_least(1)
+        assert clock.asked[0] == RECHECK < schedule.due_in()
+    finally:
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
 
 
 async def test_a_failing_scheduled_backup_is_logged_and_the_bridge_goes_on(tmp_path: Path,

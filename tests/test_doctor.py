@@ -314,13 +314,19 @@ def test_redact(url: str, shown: str) -> None:
 
 
 def test_backup_ages(tmp_path: Path, ollama: FakeOllama) -> None:
-    """None yet, fresh, late (the bridge did not run or its backups fail), off; a file that is not a backup is not
-    counted, and a backup made by hand counts as much as a scheduled one."""
+    """None yet, none long after the first start, fresh, late (the bridge did not run or its backups fail), off,
+    unreadable; a file that is not a backup is not counted, one made by hand counts as much as a scheduled one."""
     settings = settings_for(tmp_path, ollama, backup_every=86400.0)
     now = time.time()
     check = doctor.backup_check(settings, now)
     assert (check.status, check.details["count"]) == ("ok", 0)
     assert check.message.startswith("none yet: the bridge writes one every 24 h 0 min")
+    settings.data_dir.mkdir()
+    identity = settings.data_dir / "bridge.json"  # written at the first start
+    identity.write_text("{}")
+    os.utime(identity, (now - 50 * 3600, now - 50 * 3600))
+    check = doctor.backup_check(settings, now)
+    assert check.status == "warn" and check.message.startswith("none yet, 50 h 0 min after the bridge's first start")
     settings.backups_dir.mkdir(parents=True)
     (settings.backups_dir / "notes.txt").write_text("not a backup")
     old = settings.backups_dir / "auto-20261101T000000.000Z.tar"
@@ -338,6 +344,10 @@ def test_backup_ages(tmp_path: Path, ollama: FakeOllama) -> None:
     assert (check.status, check.details["newest"], check.details["count"]) == ("ok", str(by_hand), 2)
     off = doctor.backup_check(dataclasses.replace(settings, backup_every=0.0), now)
     assert off.status == "skip" and "off" in off.message
+    blocked = dataclasses.replace(settings, data_dir=tmp_path / "file")
+    (tmp_path / "file").write_text("a file where the data dir should be")
+    unreadable = doctor.backup_check(blocked, now)
+    assert unreadable.status == "warn" and unreadable.message.startswith("cannot read ")
 
 
 def test_cli_json_shape_and_exit_codes(tmp_path: Path, ollama: FakeOllama) -> None:

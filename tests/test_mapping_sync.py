@@ -284,3 +284,11 @@ def test_a_change_committed_while_a_reload_reads_is_kept_by_that_reload() -> Non
     projects.set_mapping(3, "Hat", "TR3")  # seq 4
     assert projects.reload_mappings([row(1, "Kick", "TR1"), row(2, "Snare", "TR2")], None, 3) == {project: 4}
     assert [m.track_number for m in projects.mappings()] == [1, 2, 3]
+    # A read that fails (the connection dropped) holds nothing back after it: seq 4, committed, is let go by the
+    # next change, so a reload counting from before it no longer re-applies it.
+    projects.begin_reload()
+    projects.reload_failed()
+    writes.committed = 4
+    projects.set_mapping(4, "Tom", "TR4")  # seq 5
+    assert projects.reload_mappings([row(1, "Kick", "TR1")], None, 3) == {project: 5}
+    assert [m.track_number for m in projects.mappings()] == [1, 4]

@@ -54,6 +54,8 @@ CONNECT_TIMEOUT = 10.0
 COMPRESS = "gzip:1"
 LOCK_WAIT_TIMEOUT = "60s"  # pg_dump gives up instead of waiting forever behind an exclusive lock (a migration)
 RETRY_AFTER_FAILURE = 600.0  # seconds until a scheduled backup that failed is tried again (at most backup_every)
+RECHECK = 600.0  # seconds between looks at the wall clock while a scheduled backup is not due yet
+FUTURE_SLACK = 60.0  # seconds a backup's time may be ahead of the clock and still count (file systems round)
 TORN_READ_RETRIES = 5
 CHUNK = 1024 * 1024
 SCHEDULED, MANUAL = "auto", "backup"  # file name prefixes: only scheduled backups are pruned
@@ -327,18 +329,31 @@ def prune(directory: Path, keep: int) -> list[Path]:
     return old
 
 
+def newest_backup(directory: Path, now: float) -> tuple[Path, float] | None:
+    """The newest backup in `directory` (scheduled or made by hand) and its time, leaving out files from the future:
+    after the clock was set back, one of them would count as new for as long, and stop backups until then."""
+    for path in reversed(list_backups(directory)):
+        with contextlib.suppress(FileNotFoundError):  # pruned meanwhile
+            made = path.stat().st_mtime
+            if made <= now + FUTURE_SLACK:
+                return path, made
+    return None
+
+
 class BackupSchedule:
     """The daemon's backups: every `every` seconds into `directory` (0700, files 0600), the newest `keep`
     scheduled ones kept.
 
-    The first one is due when the newest backup in the folder (scheduled or made by hand) is `every` seconds
-    old, so at once when it is older than that, and one interval after start when there is none; restarts do
-    not postpone backups. A failure is logged (at most once an hour, with how many were not logged) and tried
-    again after RETRY_AFTER_FAILURE seconds; it never stops the daemon.
+    A backup is due by the wall clock `every` seconds after the newest backup in the folder (scheduled or made by
+    hand) or, with none yet, after `first_start` (this data dir's first start): restarts do not postpone backups (a
+    bridge that never ran a whole interval at a time would otherwise never make one). The wait looks at the wall
+    clock again every RECHECK seconds, because a sleeping Mac does not advance the monotonic clock that asyncio's
+    sleeps count. A failure is logged (at most once an hour, with how many were not logged) and tried again after
+    RETRY_AFTER_FAILURE seconds; it never stops the daemon.
     """
 
     def __init__(self, url: str, spool_dir: Path, directory: Path, every: float, keep: int, database: str,
-                 clock: Clock = SYSTEM_CLOCK) -> None:
+                 clock: Clock = SYSTEM_CLOCK, first_start: float | None = None) -> None:
         self.url = url
         self.spool_dir = spool_dir
         self.directory = directory
@@ -346,21 +361,26 @@ class BackupSchedule:
         self.keep = keep
         self.database = database
         self.clock = clock
+        self.first_start = first_start
         self._warn = RateLimitedWarning(log, "backup_failed", interval=3600.0)
 
-    def first_delay(self) -> float:
-        newest = list_backups(self.directory)
-        if not newest:
+    def due_in(self) -> float:
+        """Seconds until the next backup is due (0: now)."""
+        now = self.clock.time()
+        newest = newest_backup(self.directory, now)
+        since = newest[1] if newest is not None else self.first_start
+        if since is None or since > now:
             return self.every
-        age = max(0.0, self.clock.time() - newest[-1].stat().st_mtime)  # a file from the future counts as new
-        return max(0.0, self.every - age)
+        return max(0.0, self.every - (now - since))
 
     async def run(self) -> None:
         await asyncio.to_thread(self._remove_leftovers)
-        delay = self.first_delay()
         while True:
-            await self.clock.sleep(delay)
-            delay = self.every if await self.once() else min(self.every, RETRY_AFTER_FAILURE)
+            due = self.due_in()
+            if due > 0:
+                await self.clock.sleep(min(due, RECHECK))
+            elif not await self.once():
+                await self.clock.sleep(min(self.every, RETRY_AFTER_FAILURE))
 
     def _remove_leftovers(self) -> None:
         """What a backup cut short by a crash left (its work dir, its partial file); one daemon per data dir."""
@@ -379,7 +399,8 @@ class BackupSchedule:
             try:
                 manifest = await create_backup(self.url, self.spool_dir, dest, database=self.database)
             except asyncio.CancelledError:
-                prune(self.directory, self.keep)  # one completed just as the daemon stops counts too
+                with contextlib.suppress(OSError):  # the stop goes on whatever the folder does
+                    prune(self.directory, self.keep)  # one completed just as the daemon stops counts too
                 raise
             removed = await thread_to_the_end(prune, self.directory, self.keep)
         except asyncio.CancelledError:

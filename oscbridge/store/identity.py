@@ -56,3 +56,12 @@ def load_identity(data_dir: Path, name: str | None = None) -> BridgeIdentity:
         # another bridge's.
         write_private_file(path, json.dumps({"id": identity.id, "name": identity.name}).encode("utf-8"))
     return identity
+
+
+def first_start(data_dir: Path) -> float | None:
+    """When this data dir's bridge first started (its identity file was written then, and again only when the name
+    changes), None before that: the scheduled backups count from it until there is one."""
+    try:
+        return (data_dir / IDENTITY_FILE).stat().st_mtime
+    except OSError:
+        return None

@@ -97,12 +97,15 @@ class MappingListener:
     directly (not through a pooler); `committed` is the writer's committed sequence number."""
 
     def __init__(self, url: str, bridge_id: str, apply: Apply, committed: Callable[[], int], *,
-                 begin_read: Callable[[], int] | None = None, ping_interval: float = PING_INTERVAL) -> None:
+                 begin_read: Callable[[], int] | None = None, read_failed: Callable[[], None] | None = None,
+                 ping_interval: float = PING_INTERVAL) -> None:
         self.url = url
         self.bridge_id = bridge_id
         self._apply = apply
         self._committed = committed
-        self._begin_read = begin_read or committed  # `committed`, told that a read of rows for `apply` starts
+        # `committed`, told that a read of rows for `apply` starts; and told when such a read fails
+        self._begin_read = begin_read or committed
+        self._read_failed = read_failed
         self._ping_interval = ping_interval
         self._pending: set[str] = set()  # projects to reload
         self._everything = False  # reload every project
@@ -221,6 +224,8 @@ class MappingListener:
         try:
             rows = await current_mappings(conn, projects, QUERY_TIMEOUT)
         except BaseException:
+            if self._read_failed is not None:
+                self._read_failed()
             if projects is None:
                 self._everything = True
             else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -24,12 +25,25 @@ def alive(pid: int) -> bool:
 
 
 def postmaster_pid(datadir: Path) -> int | None:
-    """The pid of the server running in `datadir`, from its postmaster.pid, or None when none is running."""
+    """The pid of the server running in `datadir`, from its postmaster.pid, or None when none is running: the file
+    names no live process, or one that is not a PostgreSQL server (a file left by a crash, and its pid taken by
+    another program since the machine restarted)."""
     try:
         pid = int((datadir / "postmaster.pid").read_text().split("\n", 1)[0])
     except (OSError, ValueError):
         return None
-    return pid if alive(pid) else None
+    return pid if alive(pid) and _is_postgres(pid) else None
+
+
+def _is_postgres(pid: int) -> bool:
+    """Whether process `pid` runs PostgreSQL's server, by its command name (`ps`, the same on macOS and Linux).
+    Without `ps` to ask, the pid file is believed."""
+    try:
+        shown = subprocess.run(["ps", "-o", "comm=", "-p", str(pid)], capture_output=True, text=True, timeout=5,
+                               check=False)
+    except (OSError, subprocess.SubprocessError):
+        return True
+    return "postgres" in shown.stdout  # "postgres" on Linux, the binary's path on macOS
 
 
 def ask_to_stop(datadir: Path) -> int | None:

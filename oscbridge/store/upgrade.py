@@ -34,6 +34,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -128,7 +129,13 @@ def recover(pgdata: Path) -> None:
     work = work_area(pgdata)
     if work.exists():
         # An upgrade ended by a second Ctrl-C may have left its new server running in there.
-        if not stop_and_wait(work / "new", LEFTOVER_STOP_TIMEOUT):
+        try:
+            stopped = stop_and_wait(work / "new", LEFTOVER_STOP_TIMEOUT)
+        except PermissionError as exc:  # a server of another user (the server's `pgserver` user, run by root)
+            raise UpgradeError(f"a PostgreSQL server of another user runs in {work / 'new'}, left by an upgrade "
+                               "that was cut short, and this user may not stop it: stop it as its owner (its pid is "
+                               "the first line of postmaster.pid there) and start oscbridge again") from exc
+        if not stopped:
             raise UpgradeError(f"a PostgreSQL server still runs in {work / 'new'}, left by an upgrade that was cut "
                                f"short, and did not stop within {LEFTOVER_STOP_TIMEOUT:g} s: stop it (its pid is "
                                "the first line of postmaster.pid there) and start oscbridge again")
@@ -311,8 +318,10 @@ def _run(program: Path, args: list[str], user: str | None, cwd: Path) -> None:
     open (the helper wheel's reason for doing the same)."""
     with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as out:
         try:
+            # A session of its own: a terminal's Ctrl-C (which the daemon takes as "stop when started") must not
+            # reach pg_upgrade and fail the upgrade; `abandon` ends the whole group (pg_upgrade's pg_dump, psql...).
             child = subprocess.Popen([str(program), *args], cwd=cwd, user=user, stdout=out,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         except OSError as exc:
             raise StepFailed(f"cannot run {program}: {exc.strerror or exc}") from exc
         _children[child] = program.name
@@ -328,13 +337,13 @@ def _run(program: Path, args: list[str], user: str | None, cwd: Path) -> None:
 
 def abandon(pgdata: Path) -> None:
     """The second Ctrl-C during an upgrade of `pgdata`: the process exits at once (`os._exit`), and what the upgrade
-    runs would outlive it. Ends the program running (initdb, pg_upgrade, psql, vacuumdb) and asks the servers of
-    the old and the new directory for a fast shutdown, without waiting; the next start removes the work area and
-    upgrades again from the untouched old directory."""
+    runs would outlive it. Ends the program running (initdb, pg_upgrade, psql, vacuumdb, with what it started) and
+    asks the servers of the old and the new directory for a fast shutdown, without waiting; the next start removes
+    the work area and upgrades again from the untouched old directory."""
     ended = []
     for child, name in list(_children.items()):
         with contextlib.suppress(OSError):
-            child.terminate()
+            os.killpg(child.pid, signal.SIGTERM)
             ended.append(name)
     servers = []
     for datadir in (work_area(pgdata) / "new", pgdata):

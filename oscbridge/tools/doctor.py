@@ -39,9 +39,10 @@ from oscbridge.logs import configure_logging
 from oscbridge.osc.transport import PortInUse, bind_tcp, bind_udp, local_target
 from oscbridge.private import open_to_others
 from oscbridge.redact import redact_url, scrub
-from oscbridge.store.backup import list_backups
+from oscbridge.store.backup import list_backups, newest_backup
 from oscbridge.store.db import CONNECTION_ERRORS
 from oscbridge.store.embedded import DATABASE, EMBEDDED_MAJOR, plan, running_url
+from oscbridge.store.identity import first_start
 from oscbridge.store.levels import backlog_level, disk_level, spool_level
 from oscbridge.store.schema import latest_version
 from oscbridge.store.sizes import Sizes, measure
@@ -587,27 +588,37 @@ BACKUP_LATE_AFTER = 1.5  # intervals: a daily backup is late when the newest is 
 
 
 def backup_check(settings: Settings, now: float) -> Check:
-    """The newest backup in the backups folder (scheduled or made by hand): without the bridge's log, this is how a
-    user learns that backups stopped (the bridge does not run, or every try fails) before a disk dies."""
-    every = settings.backup_every
-    folder = settings.backups_dir
-    kept = list_backups(folder)
-    details: dict[str, Any] = {"folder": str(folder), "every_seconds": every, "count": len(kept)}
+    """The newest backup in the backups folder (scheduled or made by hand), or, with none, how long the bridge has
+    existed: without the bridge's log, this is how a user learns that backups stopped or never began (the bridge
+    does not run, or every try fails) before a disk dies."""
+    every, folder = settings.backup_every, settings.backups_dir
+    try:
+        count = len(list_backups(folder))
+        newest = newest_backup(folder, now)
+    except OSError as exc:
+        return Check("backups", "warn", f"cannot read {folder}: {exc.strerror or exc}",
+                     fix="run the doctor as the user the bridge runs as", details={"folder": str(folder)})
+    details: dict[str, Any] = {"folder": str(folder), "every_seconds": every, "count": count}
     if every <= 0:
-        return Check("backups", "skip", f"scheduled backups are off (backup_every = 0); {len(kept)} in {folder}",
+        return Check("backups", "skip", f"scheduled backups are off (backup_every = 0); {count} in {folder}",
                      details=details)
-    if not kept:
+    late = f"one every {duration(every)}: the bridge has not been running, or its backups fail"
+    fix = ("run `oscbridge backup` to make one now (it shows any error at once); the bridge's log says "
+           "`backup_failed` when a scheduled one fails")
+    if newest is None:
+        since = first_start(settings.data_dir)
+        if since is not None and now - since > every * BACKUP_LATE_AFTER:
+            return Check("backups", "warn", f"none yet, {duration(now - since)} after the bridge's first start; "
+                         + late, fix=fix, details=details)
         return Check("backups", "ok", f"none yet: the bridge writes one every {duration(every)} into {folder}, the "
-                     "first one that long after it starts", details=details)
-    newest = kept[-1]
-    age = max(0.0, now - newest.stat().st_mtime)
-    details.update(newest=str(newest), newest_age_seconds=round(age))
-    message = f"the newest of {len(kept)} is {duration(age)} old ({newest.name}); one every {duration(every)}"
+                     "first one that long after its first start", details=details)
+    path, made = newest
+    age = max(0.0, now - made)
+    details.update(newest=str(path), newest_age_seconds=round(age))
+    newest_is = f"the newest of {count} is {duration(age)} old ({path.name}); "
     if age > every * BACKUP_LATE_AFTER:
-        return Check("backups", "warn", message + ": the bridge has not been running, or its backups fail",
-                     fix="run `oscbridge backup` to make one now (it shows any error at once); the bridge's log "
-                         "says `backup_failed` when a scheduled one fails", details=details)
-    return Check("backups", "ok", message, details=details)
+        return Check("backups", "warn", newest_is + late, fix=fix, details=details)
+    return Check("backups", "ok", newest_is + f"one every {duration(every)}", details=details)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -641,15 +652,18 @@ async def diagnose(settings: Settings, *, launchctl: launchd.Launchctl | None = 
 
     async def files() -> list[Check]:
         return await asyncio.to_thread(lambda: [disk_check(settings), spool_check(settings),
-                                                privacy_check(settings, platform),
-                                                backup_check(settings, time.time())])
+                                                privacy_check(settings, platform)])
+
+    async def backups() -> list[Check]:
+        return [await asyncio.to_thread(backup_check, settings, time.time())]
 
     groups = await asyncio.gather(
         _guarded(DATABASE_CHECKS, lambda: database_checks(settings)),
         _guarded(("ollama",), lambda: one(ollama_check)),
         _guarded(("osc_port",), lambda: one(port_check)),
         _guarded(("web",), lambda: asyncio.to_thread(lambda: [web_check(settings)])),
-        _guarded(("disk", "spool", "privacy", "backups"), files),
+        _guarded(("disk", "spool", "privacy"), files),
+        _guarded(("backups",), backups),
         _guarded(("launchd",), agent),
     )
     return Report([check for group in groups for check in group])
