@@ -15,7 +15,7 @@ PACKAGE = Path(oscbridge.__file__).parent
 LAYERS: list[tuple[str, ...]] = [
     ("oscbridge", "oscbridge.typedefs", "oscbridge.protocol", "oscbridge.clock", "oscbridge.backoff",
      "oscbridge.ratelimit", "oscbridge.redact", "oscbridge.private", "oscbridge.logs", "oscbridge.watchdog",
-     "oscbridge.storable", "oscbridge.tasks"),
+     "oscbridge.storable", "oscbridge.tasks", "oscbridge.jsontext"),
     ("oscbridge.osc",),
     ("oscbridge.config", "oscbridge.flags"),
     ("oscbridge.store", "oscbridge.embed"),

@@ -1,12 +1,14 @@
 """OSCQuery on real loopback sockets: HOST_INFO and the tree from the HTTP port, every request of BRIDGE-API.md in
 it with the contract's type tags (read from BRIDGE-API.md itself), the plugin messages with the tags of the
-protocol note, a request driven from what the tree says, live level values, the page still served to browsers,
+protocol note, a request driven from what the tree says, live level values (read, and streamed with LISTEN over
+a WebSocket, which also takes seeded junk), the page still served to browsers,
 foreign Hosts refused, and the mDNS announcement browsed with zeroconf on the loopback interface."""
 
 from __future__ import annotations
 
 import json
 import math
+import random
 import re
 import subprocess
 import sys
@@ -22,7 +24,7 @@ from oscbridge import protocol
 from oscbridge.api.memory import ROLES
 from oscbridge.app import Bridge
 from oscbridge.client import BridgeClient, BridgeRequestError
-from oscbridge.osc.codec import tag_for
+from oscbridge.osc.codec import decode_packet, tag_for
 from oscbridge.tools.sim.plugin import SimulatedPlugin
 from oscbridge.web.advertise import OSC_SERVICE, OSCQUERY_SERVICE, where
 from oscbridge.web.guard import OPEN_REQUESTS
@@ -228,6 +230,95 @@ async def test_levels_and_status_are_readable_values(tmp_path: Path, database_ur
             assert tree["/bridge/state/project"]["VALUE"] == await client.call("/bridge/project/current")
         finally:
             await plugin.close()
+
+
+async def next_value(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10.0) -> tuple[str, list[Any]]:
+    """The next value a LISTEN sends: one binary OSC message (address, arguments)."""
+    message = await ws.receive(timeout=timeout)
+    assert message.type == aiohttp.WSMsgType.BINARY, message
+    [decoded] = decode_packet(message.data)
+    return decoded.address, list(decoded.args)
+
+
+async def test_listen_streams_the_values_that_change_until_ignore(tmp_path: Path, database_url: str) -> None:
+    """OSCQuery's LISTEN as ossia score or Chataigne use it: JSON commands on a WebSocket at `/`, each change of a
+    listened value as a binary OSC message with the node's address and TYPE."""
+    settings = hub_settings(tmp_path, database_url, plugins=4, http_port=free_port())
+    plugin = SimulatedPlugin(sim_config(settings))
+    plugin.muted, plugin.signal_rms, plugin.signal_bands = False, 0.25, (-12.0, -20.0, -30.0, -40.0)
+    async with running(settings) as bridge, await BridgeClient.connect("127.0.0.1", settings.osc_port) as client, \
+            aiohttp.ClientSession() as http:
+        assert (await fetch(bridge, "/?HOST_INFO"))[1]["EXTENSIONS"]["LISTEN"] is True
+        try:
+            await plugin.start()
+            await plugin.wait_for(lambda p: p.state == "bound")
+            await client.call("/bridge/calibrate/assign", plugin.temp_id, "TR3", 3, "Bass")
+            await wait_until(lambda: _streaming(client, "TR3"))
+            url = f"ws://127.0.0.1:{settings.http_port}/"
+            async with http.ws_connect(url) as ws:
+                await ws.send_str("not json")  # ignored and counted; the connection goes on
+                await ws.send_str(json.dumps({"COMMAND": "LISTEN", "DATA": "/bridge/state/levels/TR3"}))
+                address, args = await next_value(ws)
+                assert address == "/bridge/state/levels/TR3" and len(args) == 6
+                assert args[0] == pytest.approx(20 * math.log10(0.25), abs=1e-3)
+                plugin.signal_rms = 0.5  # the meter moves: so does the stream
+                while args[0] < -7.0:
+                    address, args = await next_value(ws)
+                    assert address == "/bridge/state/levels/TR3"
+                assert args[0] == pytest.approx(20 * math.log10(0.5), abs=1e-3)
+
+                await ws.send_str(json.dumps({"COMMAND": "LISTEN", "DATA": "/bridge/state/status"}))
+                while address != "/bridge/state/status":
+                    address, args = await next_value(ws)
+                assert args[:2] == (await client.call("/bridge/status"))[:2] == [1, 1]
+
+                for path in ("/bridge/state/levels/TR3", "/bridge/state/status"):
+                    await ws.send_str(json.dumps({"COMMAND": "IGNORE", "DATA": path}))
+                # What was on its way before the IGNOREs may still come (a tick or two); then nothing, although the
+                # level's age changes at every tick.
+                for _ in range(20):
+                    try:
+                        await ws.receive(timeout=1.0)
+                    except TimeoutError:
+                        break
+                else:
+                    pytest.fail("values kept coming after IGNORE")
+        finally:
+            await plugin.close()
+        stats = dict(await client.rows("/bridge/stats"))
+        assert stats["oscquery.bad_commands"] == 1 and stats["oscquery.values_sent"] >= 3
+
+
+async def test_listen_refuses_other_pages_and_survives_hostile_commands(oq_bridge: Bridge) -> None:
+    """Another web page's WebSocket is refused (403); seeded junk is counted and ignored on a connection that then
+    still listens; a command over 4 KiB closes that connection (1009), not the server."""
+    port = oq_bridge.settings.http_port
+    url = f"ws://127.0.0.1:{port}/"
+    rng = random.Random(1209)
+    shapes = [lambda: "".join(chr(rng.randrange(1, 0x2FF)) for _ in range(rng.randrange(0, 300))),
+              lambda: json.dumps({"COMMAND": rng.choice(["LISTEN", "IGNORE", "listen", 7, None]),
+                                  "DATA": rng.choice(["", "bridge", "/" * 300, 5, ["/x"], "/bridge/state/x" * 20])}),
+              lambda: json.dumps([{"COMMAND": "LISTEN"}] * rng.randrange(0, 50)),
+              lambda: "[" * rng.randrange(1, 2000)]
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(url, origin="http://evil.example")
+        assert refused.value.status == 403
+        async with http.ws_connect(url) as ws:
+            for _ in range(200):
+                await ws.send_str(rng.choice(shapes)())
+            await ws.send_bytes(b"\x00" * 64)
+            await ws.send_str(json.dumps({"COMMAND": "LISTEN", "DATA": "/bridge/state/project"}))
+            address, args = await next_value(ws)
+            assert address == "/bridge/state/project" and args[0] == "Default Project"
+        async with http.ws_connect(url) as ws:
+            await ws.send_str("x" * 5000)
+            closing = await ws.receive(timeout=10)
+            assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
+            assert ws.close_code == 1009
+    async with await BridgeClient.connect("127.0.0.1", oq_bridge.port) as client:
+        stats = dict(await client.rows("/bridge/stats"))
+    assert stats["oscquery.bad_commands"] >= 150 and stats["oscquery.listeners"] == 0
 
 
 async def _streaming(client: BridgeClient, plugin_id: str) -> bool:

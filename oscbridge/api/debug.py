@@ -14,6 +14,7 @@ from oscbridge.api.endpoint import Rows, request
 from oscbridge.api.params import Int, Str
 from oscbridge.api.reads import reading
 from oscbridge.clock import Clock
+from oscbridge.jsontext import parse_json
 from oscbridge.projects import Projects
 from oscbridge.storable import storable
 from oscbridge.store.db import Database
@@ -49,7 +50,7 @@ def parse_payload(text: str, name: str = "payload") -> str | None:
     if text == "":
         return None
     try:
-        value: Any = json.loads(text)
+        value: Any = parse_json(text)
     except json.JSONDecodeError as exc:
         raise bad_request(f"{name} is not valid JSON: {exc.msg} at character {exc.pos}") from exc
     problem = _jsonb_problem(value)

@@ -27,6 +27,7 @@ from typing import Any, ClassVar, TypeVar
 
 import httpx
 
+from oscbridge.jsontext import parse_json
 from oscbridge.redact import redact_url, strip_password
 
 DOCUMENT_PREFIX = "search_document: "
@@ -154,7 +155,7 @@ def prepare_text(text: str, prefix: str, max_chars: int = MAX_INPUT_CHARS) -> st
 def _error_text(response: httpx.Response) -> str:
     """Ollama puts its reason in `{"error": "..."}`; anything else is shown shortened."""
     try:
-        body = response.json()
+        body = parse_json(response.content)
     except ValueError:
         body = None
     if isinstance(body, dict) and isinstance(body.get("error"), str):
@@ -379,7 +380,7 @@ class OllamaClient:
                 status=status,
             )
         try:
-            return response.json()
+            return parse_json(response.content)
         except ValueError as exc:
             raise self._bad_response(path, "the answer is not JSON") from exc
 

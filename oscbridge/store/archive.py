@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from oscbridge.jsontext import parse_json
 from oscbridge.private import private_opener, sync_dir
 
 FORMAT = "oscbridge-backup"
@@ -75,7 +76,7 @@ class Manifest:
     @classmethod
     def from_json(cls, data: bytes) -> Manifest:
         try:
-            raw = json.loads(data)
+            raw = parse_json(data)
         except (UnicodeDecodeError, ValueError) as exc:
             raise DamagedBackup(f"its manifest is not valid JSON ({exc})") from None
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 import uuid
 from collections.abc import Callable, Collection
@@ -31,6 +30,7 @@ from typing import Any, NamedTuple
 import asyncpg
 
 from oscbridge.backoff import Backoff
+from oscbridge.jsontext import parse_json
 from oscbridge.logs import RateLimitedWarning, get_logger
 from oscbridge.redact import redact_url
 from oscbridge.store.db import open_connection
@@ -83,7 +83,7 @@ def parse(payload: str) -> tuple[str | None, str | None]:
     of ours. An empty payload (`NOTIFY oscbridge_mappings` by hand) asks every bridge to reload everything."""
     if not payload.strip():
         return None, None
-    data = json.loads(payload)
+    data = parse_json(payload)
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     project, bridge = data.get("project_id"), data.get("bridge_id")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Final
 
+from oscbridge.jsontext import parse_json
 from oscbridge.osc.codec import MalformedDatagram, decode_message, typed_args
 from oscbridge.private import private_opener
 
@@ -205,7 +206,7 @@ def _read_jsonl(fh: BinaryIO, stats: ReadStats) -> Iterator[RecordedDatagram]:
             continue
         stats.records += 1
         try:
-            obj = json.loads(line)
+            obj = parse_json(line)
             record = RecordedDatagram(
                 t=float(obj["t"]),
                 src=parse_endpoint(obj["src"]),

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import re
 import shutil
@@ -36,6 +35,7 @@ import asyncpg
 
 from oscbridge.config import Settings
 from oscbridge.flags import add_settings_flags, settings_from
+from oscbridge.jsontext import parse_json
 from oscbridge.logs import configure_logging
 from oscbridge.private import DIR_MODE, TRAVERSABLE_DIR_MODE, private_dir, private_opener
 from oscbridge.redact import redact_url
@@ -376,7 +376,7 @@ def _install_spool(spool: Spool, writes: Path, rejected: Path) -> int:
     with open(writes, "rb") as fh:
         for line in fh:
             try:
-                op = json.loads(line)
+                op = parse_json(line)
             except ValueError:
                 op = None
             if isinstance(op, dict):

@@ -6,8 +6,8 @@ tags, ranges, choices and defaults taken from the same `Param` specs that check 
 with what the bridge accepts; optional trailing arguments become OVERLOADS (the shorter forms). The AIplayer
 messages and the events, which no endpoint declares, come from oscquery_text.py. Values that can be read live
 under `/bridge/state` (levels per track, status, the current project): each is the result of an open request (no
-token: `guard.OPEN_REQUESTS`), asked through the endpoint table when a client reads the tree, so there is no
-second way of computing them.
+token: `guard.OPEN_REQUESTS`), asked through the endpoint table when a client reads the tree (or streamed with
+LISTEN: oscquery_listen.py), so there is no second way of computing them.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ Json = dict[str, Any]
 NO_VALUE, READ, WRITE = 0, 1, 2
 ATTRIBUTES: Final = frozenset({"FULL_PATH", "CONTENTS", "TYPE", "ACCESS", "VALUE", "RANGE", "DESCRIPTION",
                                "OVERLOADS"})
-# The optional attributes this server gives (HOST_INFO's EXTENSIONS). No LISTEN: values are read, not streamed
-# over a WebSocket (OSC subscribers use /bridge/subscribe).
+# The optional attributes this server gives (HOST_INFO's EXTENSIONS). LISTEN: the values under /bridge/state
+# stream over a WebSocket (oscquery_listen.py); the tree itself never changes, so no PATH_CHANGED.
 EXTENSIONS: Final = {"ACCESS": True, "VALUE": True, "RANGE": True, "DESCRIPTION": True, "OVERLOADS": True,
-                     "CLIPMODE": False, "UNIT": False, "TAGS": False, "LISTEN": False, "PATH_CHANGED": False}
+                     "CLIPMODE": False, "UNIT": False, "TAGS": False, "LISTEN": True, "PATH_CHANGED": False}
 STATE: Final = "/bridge/state"
 LEVELS: Final = "/bridge/levels"
 # Single-reply open requests shown as one read-only value each under /bridge/state.
@@ -196,6 +196,19 @@ class Namespace:
                   for row in levels.rows}
         values["levels"] = Node(levels_path, CONTAINERS[levels_path], children=tracks)
         return Node(STATE, CONTAINERS[STATE], children=dict(sorted(values.items())))
+
+    async def values(self, peer: WebPeer) -> dict[str, tuple[Any, ...]]:
+        """Every value under /bridge/state as it is now, by address (what LISTEN streams)."""
+        found: dict[str, tuple[Any, ...]] = {}
+
+        def collect(node: Node) -> None:
+            if node.value is not None:
+                found[node.path] = node.value
+            for child in (node.children or {}).values():
+                collect(child)
+
+        collect(await self._state(peer))
+        return found
 
     async def _live_root(self, peer: WebPeer) -> Node:
         """The tree with /bridge/state read now."""

@@ -15,7 +15,6 @@ request bodies of at most 1 MiB (large texts belong on OSC over TCP), no access 
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 from importlib import resources
 from pathlib import Path
@@ -25,6 +24,7 @@ from aiohttp import WSMsgType, web
 
 from oscbridge import __version__
 from oscbridge.api.endpoint import Endpoint, failure, internal_error
+from oscbridge.jsontext import parse_json
 from oscbridge.logs import get_logger
 from oscbridge.mcp.mount import McpHttp
 from oscbridge.osc.transport import set_send_buffer
@@ -34,6 +34,7 @@ from oscbridge.web.calls import WebPeer, as_json, perform
 from oscbridge.web.feed import OUTPUT, LiveFeed, Page
 from oscbridge.web.guard import OPEN_REQUESTS, Guard
 from oscbridge.web.oscquery import Namespace, service_name
+from oscbridge.web.oscquery_listen import MAX_CLIENTS, ValueStreams
 
 log = get_logger("oscbridge.web")
 
@@ -86,6 +87,7 @@ class WebServer:
         self._guard = guard
         self._osc = osc
         self._namespace = Namespace(endpoints, service_name(socket.gethostname()), osc)
+        self._streams = ValueStreams(self._namespace, max_buffered=MAX_BUFFERED, send_timeout=SEND_TIMEOUT)
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
         self.refused_connections = 0
@@ -122,6 +124,7 @@ class WebServer:
         if self._server is not None:
             self._server.close()
         await self.feed.stop()
+        await self._streams.stop()
         await self._mcp.close()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -145,7 +148,10 @@ class WebServer:
     # -- routes -------------------------------------------------------------------------------------------------
 
     async def _index(self, request: web.Request) -> web.StreamResponse:
-        """The page for a browser (it asks for text/html); the OSCQuery tree for an OSC tool (they do not)."""
+        """The page for a browser (it asks for text/html); the OSCQuery tree for an OSC tool (they do not), and its
+        WebSocket for LISTEN."""
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await self._listen(request)
         if "text/html" in request.headers.get("Accept", "") and not request.query_string:
             response: web.StreamResponse = web.FileResponse(STATIC / "index.html")
         else:
@@ -161,6 +167,14 @@ class WebServer:
             return web.Response(status=status)
         return web.json_response(body, status=status, dumps=OUTPUT)
 
+    async def _listen(self, request: web.Request) -> web.StreamResponse:
+        """OSCQuery's LISTEN (oscquery_listen.py): open values, so no token; other web pages are refused."""
+        if not self._guard.origin_allowed(request.headers.get("Origin")):
+            return _error(403, "forbidden", "WebSockets from other web pages are refused")
+        if self._streams.full:
+            return _error(503, ErrorCode.UNAVAILABLE, f"{MAX_CLIENTS} OSCQuery clients listen already")
+        return await self._streams.serve(request)
+
     async def _session(self, request: web.Request) -> web.Response:
         """What the page needs to start: versions, where OSC listens, whether its token is right."""
         return web.json_response({"version": __version__, "osc": {"host": self._osc[0], "port": self._osc[1]},
@@ -175,7 +189,7 @@ class WebServer:
         if request.content_type != "application/json":
             return _error(415, ErrorCode.BAD_REQUEST, "send the request as application/json")
         try:
-            body = await request.json()
+            body = await request.json(loads=parse_json)
         except (ValueError, UnicodeDecodeError) as exc:
             return _error(400, ErrorCode.BAD_REQUEST, f"the body is not JSON: {str(exc)[:200]}")
         except web.HTTPRequestEntityTooLarge:
@@ -248,7 +262,7 @@ class WebServer:
         if first.type != WSMsgType.TEXT:
             return False
         try:
-            token = json.loads(first.data).get("token")
+            token = parse_json(first.data).get("token")
         except (ValueError, AttributeError):
             return False
         return isinstance(token, str) and self._guard.authorized(token)
@@ -294,5 +308,5 @@ class WebServer:
         return len(server.connections) if server is not None else 0
 
     def stats(self) -> dict[str, int]:
-        return {**self.feed.stats(), "web.connections": self.connections,
+        return {**self.feed.stats(), **self._streams.stats(), "web.connections": self.connections,
                 "web.refused_connections": self.refused_connections, "web.refused_hosts": self.refused_hosts}
