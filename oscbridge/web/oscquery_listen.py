@@ -66,6 +66,7 @@ class ValueStreams:
         self.bad_commands = 0
         self.cut = 0
         self._warn_bad = RateLimitedWarning(log, "oscquery_command_ignored")
+        self._warn_failed = RateLimitedWarning(log, "oscquery_values_failed", level="error")
 
     @property
     def full(self) -> bool:
@@ -131,9 +132,13 @@ class ValueStreams:
         while self._listeners:
             started = loop.time()
             if any(listener.paths for listener in self._listeners):
-                self._values = await self._namespace.values(peer)
-                for listener in self._listeners:
-                    listener.wake.set()
+                try:
+                    self._values = await self._namespace.values(peer)
+                except Exception as exc:  # a failing read must not end the streams; the next tick tries again
+                    self._warn_failed(error=f"{type(exc).__name__}: {exc}"[:300])
+                else:
+                    for listener in self._listeners:
+                        listener.wake.set()
             await asyncio.sleep(max(0.0, self._interval - (loop.time() - started)))
 
     async def _sender(self, listener: Listener) -> None:
