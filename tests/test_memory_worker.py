@@ -104,7 +104,8 @@ async def test_an_ollama_that_errors_is_retried_with_backoff_not_hammered(
     assert worker(bridge).status == "down" and "server busy" in (worker(bridge).last_error or "")
     fake.set_fail(None)
     await wait_embedded(database_url, 30)
-    assert worker(bridge).status == "up" and worker(bridge).last_error is None
+    # Set after the batch that stored them returned, which may be just after the test saw them.
+    await wait_until(lambda: worker(bridge).status == "up" and worker(bridge).last_error is None)
     await client.close()
 
 
