@@ -21,7 +21,7 @@ from urllib.parse import quote, urlsplit
 import asyncpg
 
 from oscbridge.logs import get_logger
-from oscbridge.store.postmaster import alive, ask_to_stop
+from oscbridge.store.postmaster import alive, ask_to_stop, postmaster_pid
 from oscbridge.store.upgrade import (
     UpgradeError,
     abandon,
@@ -193,17 +193,13 @@ def _forget_dead_handles(pgdata: Path) -> None:
 
 def running_url(pgdata: Path, database: str = DATABASE) -> str | None:
     """The URL of the embedded server in `pgdata` if one is running now, without starting or attaching to it."""
-    pid_file = pgdata / "postmaster.pid"
+    if postmaster_pid(pgdata) is None:  # the one reading of whether a server runs there
+        return None
     try:
-        lines = pid_file.read_text().splitlines()
+        lines = (pgdata / "postmaster.pid").read_text().splitlines()
     except OSError:
         return None
     if len(lines) < 5:
-        return None
-    try:
-        if not alive(int(lines[0])):
-            return None
-    except ValueError:
         return None
     socket_dir = lines[4].strip()
     port = int(lines[3].strip() or 5432)
